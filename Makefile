@@ -1,0 +1,33 @@
+# Two commands matter: `make demo` (the whole pipeline on the phantom) and `make test`.
+# Each creates .venv and installs the project into it when missing or when pyproject changes.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_SPEC ?= papermill_runs/demo.yaml
+
+.PHONY: demo test test-fast lab bench clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/pneumoloc run $(DEMO_SPEC)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not notebooks"
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean-demo:
+	rm -rf papermill_runs/demo figures/demo
