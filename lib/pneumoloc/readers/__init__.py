@@ -18,7 +18,7 @@ __all__ = ["register_reader", "read_dataset", "reader_names", "READERS"]
 READERS: dict[str, Callable[..., DatasetTables]] = {}
 
 # Modules that hold readers; importing one fills READERS through the decorator.
-_READER_MODULES = ("phantom", "kermany", "rsna", "nih", "chexpert")
+_READER_MODULES = ("phantom", "kermany", "rsna", "nih", "chexpert", "mimic")
 
 
 def register_reader(name: str):
