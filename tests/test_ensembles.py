@@ -1,0 +1,121 @@
+"""Ensembles: one member = that member, identical members = each, one non-zero weight = that member."""
+import numpy as np
+import pytest
+from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
+
+from pneumoloc.ensembles import (
+    COMBINERS, best_single, ensemble_map, fit_ensemble, normalize_maps, weighted_average,
+)
+
+RNG = np.random.default_rng(7)
+N = 120
+Y_VAL, Y_TEST = RNG.integers(0, 2, N), RNG.integers(0, 2, N)
+
+
+def members(y, quality=(1.5, 0.8, 0.3)):
+    """Probabilities of three synthetic members of decreasing quality."""
+    z = np.stack([q * (2 * y - 1) + RNG.normal(size=y.size) for q in quality], axis=1)
+    return 1 / (1 + np.exp(-z))
+
+
+VAL, TEST = members(Y_VAL), members(Y_TEST)
+NAMES = ("strong", "medium", "weak")
+
+# Combiners that output a probability (vote outputs a share of votes; stacking a re-fit).
+PROB_PRESERVING = ("mean", "auto_auc", "greedy")
+
+
+@pytest.mark.parametrize("name", list(COMBINERS))
+def test_single_member_equals_that_member(name):
+    ens = fit_ensemble(name, VAL[:, :1], Y_VAL, NAMES[:1])
+    out = ens.predict(TEST[:, :1])
+    if name in PROB_PRESERVING:
+        np.testing.assert_allclose(out, TEST[:, 0], atol=1e-9)
+    elif name == "vote":
+        np.testing.assert_array_equal(out, (TEST[:, 0] >= 0.5).astype(float))
+    else:  # stacking: a monotone recalibration of the member -> identical ranking
+        np.testing.assert_array_equal(rankdata(out), rankdata(TEST[:, 0]))
+    np.testing.assert_allclose(ens.weights, [1.0])
+
+
+@pytest.mark.parametrize("name", list(COMBINERS))
+def test_identical_members_equal_each(name):
+    val3, test3 = np.repeat(VAL[:, 1:2], 3, axis=1), np.repeat(TEST[:, 1:2], 3, axis=1)
+    out = fit_ensemble(name, val3, Y_VAL, ("a", "b", "c")).predict(test3)
+    if name == "vote":
+        np.testing.assert_array_equal(out, (TEST[:, 1] >= 0.5).astype(float))
+    elif name == "stacking":
+        np.testing.assert_array_equal(rankdata(out), rankdata(TEST[:, 1]))
+    else:
+        np.testing.assert_allclose(out, TEST[:, 1], atol=1e-9)
+
+
+@pytest.mark.parametrize("space", ["prob", "logit"])
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_one_nonzero_weight_equals_that_member(space, k):
+    w = np.zeros(3)
+    w[k] = 0.7
+    np.testing.assert_allclose(weighted_average(TEST, w, space), TEST[:, k], atol=1e-9)
+
+
+def test_mean_and_auto_auc_by_hand():
+    p = np.array([[0.2, 0.6], [0.9, 0.5]])
+    np.testing.assert_allclose(fit_ensemble("mean", p, [0, 1], "ab").predict(p), [0.4, 0.7])
+    # auto_auc: weights AUC/sum AUC on validation, on logits (the paper's ensemble_eval.py)
+    ens = fit_ensemble("auto_auc", VAL, Y_VAL, NAMES)
+    aucs = np.array([roc_auc_score(Y_VAL, VAL[:, k]) for k in range(3)])
+    np.testing.assert_allclose(ens.weights, aucs / aucs.sum())
+    logit = np.log(TEST / (1 - TEST))
+    np.testing.assert_allclose(ens.predict(TEST), 1 / (1 + np.exp(-(logit @ (aucs / aucs.sum())))))
+
+
+def test_vote_share_and_thresholds():
+    p = np.array([[0.6, 0.4, 0.7], [0.1, 0.2, 0.55]])
+    ens = fit_ensemble("vote", p, [1, 0], "abc")
+    np.testing.assert_allclose(ens.predict(p), [2 / 3, 1 / 3])
+    ens = fit_ensemble("vote", p, [1, 0], "abc", threshold=[0.5, 0.3, 0.6])
+    np.testing.assert_allclose(ens.predict(p), [1.0, 0.0])
+
+
+def test_stacking_matches_sklearn_fit_on_logits():
+    from sklearn.linear_model import LogisticRegression
+
+    ens = fit_ensemble("stacking", VAL, Y_VAL, NAMES)
+    lv, lt = np.log(VAL / (1 - VAL)), np.log(TEST / (1 - TEST))
+    ref = LogisticRegression(C=1.0, max_iter=1000).fit(lv, Y_VAL).predict_proba(lt)[:, 1]
+    np.testing.assert_allclose(ens.predict(TEST), ref, atol=1e-9)
+
+
+def test_greedy_picks_best_single_first_and_never_loses_on_validation():
+    # Put the strongest member last so "first" is not an accident of column order.
+    order = [2, 1, 0]
+    names = [NAMES[k] for k in order]
+    ens = fit_ensemble("greedy", VAL[:, order], Y_VAL, names)
+    assert ens.params["picks"][0] == best_single(VAL[:, order], Y_VAL, names) == "strong"
+    best_auc = max(roc_auc_score(Y_VAL, VAL[:, k]) for k in range(3))
+    assert ens.params["val_auc"] >= best_auc - 1e-12
+    assert roc_auc_score(Y_VAL, ens.predict(VAL[:, order])) == pytest.approx(ens.params["val_auc"])
+    assert ens.weights.sum() == pytest.approx(1) and (ens.weights >= 0).all()
+
+
+def test_unknown_combiner_lists_known_and_shapes_are_checked():
+    with pytest.raises(KeyError, match="mean"):
+        fit_ensemble("median", VAL, Y_VAL, NAMES)
+    with pytest.raises(ValueError, match=r"\[n, 3\]"):
+        fit_ensemble("mean", VAL[:, :2], Y_VAL, NAMES)
+    with pytest.raises(ValueError, match="non-negative"):
+        weighted_average(TEST, [1, -1, 0])
+
+
+def test_ensemble_map_is_mean_of_members_then_renormalized():
+    maps = RNG.random((3, 4, 5, 5)).astype(np.float32)
+    maps = normalize_maps(maps.reshape(12, 5, 5)).reshape(3, 4, 5, 5)
+    np.testing.assert_allclose(ensemble_map(maps[:1]), maps[0], atol=1e-6)  # one member
+    np.testing.assert_allclose(ensemble_map(np.stack([maps[1]] * 3)), maps[1], atol=1e-6)
+    np.testing.assert_allclose(ensemble_map(maps, weights=[0, 2, 0]), maps[1], atol=1e-6)
+    raw = ensemble_map(maps, renormalize=False)
+    np.testing.assert_allclose(raw, maps.mean(axis=0), atol=1e-6)
+    norm = ensemble_map(maps)
+    assert norm.min(axis=(1, 2)) == pytest.approx(0) and norm.max(axis=(1, 2)) == pytest.approx(1)
+    assert (normalize_maps(np.zeros((2, 3, 3))) == 0).all()  # an all-zero map stays 0
