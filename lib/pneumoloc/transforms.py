@@ -1,0 +1,181 @@
+"""Model input and batched, seeded augmentation on tensors.
+
+Input convention (shared with notebooks 03-05): images are cached as uint8
+``[N, S, S]`` grayscale, *squashed* (not cropped) to S x S so box and mask
+coordinates scale linearly; :func:`to_input` turns a batch into float32
+``[B, 1, S, S]`` normalized as ``(x / 255 - 0.5) / 0.25``.
+
+Augmentation follows the light policy of Shahi & Bagale (arXiv 2511.00456): small
+rotation, shift/scale, brightness/contrast, gamma, Gaussian noise, Gaussian blur
+and coarse dropout (cutout). Unlike the paper's per-image albumentations pipeline,
+every operation here acts on the whole batch at once (one ``affine_grid`` /
+``grid_sample`` call for the geometry, one grouped convolution for the blur), with
+per-image parameters drawn from an explicit ``torch.Generator`` so an epoch's
+augmentation is a function of (seed, epoch) only and a resumed run sees exactly
+the same images as an uninterrupted one.
+
+Horizontal flips are OFF by default: a chest radiograph is not left-right
+symmetric (the heart lies on the patient's left, the right hemidiaphragm sits
+higher), and the boxes and lung masks used for localization are anatomical, so a
+flipped image is a different anatomy, not the same patient seen again. Set
+``hflip > 0`` only for experiments that want that invariance.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MEAN", "STD", "to_unit", "normalize", "to_input", "AugmentConfig", "augment_batch"]
+
+MEAN = 0.5  # (x/255 - MEAN) / STD maps a typical radiograph to roughly zero mean, unit spread
+STD = 0.25
+
+
+def to_unit(batch) -> torch.Tensor:
+    """uint8 ``[B,S,S]`` or ``[B,1,S,S]`` (numpy or torch) -> float32 ``[B,1,S,S]`` in [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+    if t.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 batch (cached images), got {t.dtype}")
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    if t.ndim != 4 or t.shape[1] != 1:
+        raise ValueError(f"expected [B,S,S] or [B,1,S,S] grayscale, got shape {tuple(t.shape)}")
+    return t.float().div_(255.0)
+
+
+def normalize(x01: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images -> model input ``(x - 0.5) / 0.25``."""
+    return (x01 - MEAN) / STD
+
+
+def to_input(batch) -> torch.Tensor:
+    """uint8 batch -> normalized float32 ``[B,1,S,S]`` (the one input convention)."""
+    return normalize(to_unit(batch))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The light augmentation policy; each operation fires per image with its probability.
+
+    Magnitudes are fractions of the image side (shift, cutout) or of the [0, 1]
+    intensity range (brightness, noise), kept small as in the paper: an X-ray
+    classifier must not learn from framing or exposure.
+    """
+
+    rotate_deg: float = 7.0  # max |rotation| in degrees
+    shift: float = 0.05  # max |translation| as a fraction of the side
+    scale: float = 0.08  # zoom drawn from [1 - scale, 1 + scale]
+    p_affine: float = 0.8  # probability of the (rotation, shift, scale) transform
+    brightness: float = 0.1  # additive offset drawn from [-b, b]
+    contrast: float = 0.1  # gain around the image mean drawn from [1 - c, 1 + c]
+    p_color: float = 0.5
+    gamma: float = 0.15  # exponent drawn from [1 - g, 1 + g]
+    p_gamma: float = 0.3
+    noise_std: float = 0.02  # Gaussian noise standard deviation
+    p_noise: float = 0.2
+    blur_sigma: float = 1.0  # max Gaussian blur sigma in pixels at 224 px (scaled with size)
+    p_blur: float = 0.1
+    cutout: float = 0.12  # side of the dropped square as a fraction of the image side
+    p_cutout: float = 0.2
+    hflip: float = 0.0  # OFF: laterality is anatomical (see module docstring)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=g) * (high - low) + low
+
+
+def _fires(n: int, p: float, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=g) < p
+
+
+def _affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    b = x.shape[0]
+    on = _fires(b, cfg.p_affine, g)
+    angle = torch.deg2rad(_uniform(b, -cfg.rotate_deg, cfg.rotate_deg, g)) * on
+    zoom = 1 + _uniform(b, -cfg.scale, cfg.scale, g) * on
+    shift = _uniform(2 * b, -cfg.shift, cfg.shift, g).view(b, 2) * on[:, None] * 2  # grid units span 2
+    flip = torch.where(_fires(b, cfg.hflip, g), -1.0, 1.0)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # theta maps output to input coordinates (normalized [-1, 1]); zoom > 1 enlarges the content
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    if not (on.any() or (flip < 0).any()):
+        return x
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    # zeros padding: the exposed border is black like the collimated edge of a film
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _intensity(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    b, dev = x.shape[0], x.device
+    on = _fires(b, cfg.p_color, g).float()
+    gain = (1 + _uniform(b, -cfg.contrast, cfg.contrast, g) * on).to(dev).view(b, 1, 1, 1)
+    offset = (_uniform(b, -cfg.brightness, cfg.brightness, g) * on).to(dev).view(b, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * gain + mean + offset).clamp_(0, 1)
+    on = _fires(b, cfg.p_gamma, g).float()
+    gamma = (1 + _uniform(b, -cfg.gamma, cfg.gamma, g) * on).to(dev).view(b, 1, 1, 1)
+    x = x.pow(gamma)
+    on = _fires(b, cfg.p_noise, g).float().to(dev).view(b, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=g).to(dev) * cfg.noise_std
+    return (x + noise * on).clamp_(0, 1)
+
+
+def _blur(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    b, _, h, w = x.shape
+    on = _fires(b, cfg.p_blur, g)
+    sigma = _uniform(b, 0.1, 1.0, g) * cfg.blur_sigma * (h / 224)
+    if not on.any() or cfg.blur_sigma <= 0:
+        return x
+    radius = max(1, math.ceil(2 * float(sigma.max())))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
+    k = k / k.sum(1, keepdim=True)
+    k = torch.where(on[:, None], k, (t[None] == 0).float()).to(x.device, x.dtype)  # identity when off
+    # separable blur of all images at once: images become channels of one grouped convolution
+    y = x.view(1, b, h, w)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), k.view(b, 1, 1, -1), groups=b)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k.view(b, 1, -1, 1), groups=b)
+    return y.view(b, 1, h, w)
+
+
+def _cutout(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    b, _, h, w = x.shape
+    on = _fires(b, cfg.p_cutout, g)
+    cy, cx = torch.rand(b, generator=g) * h, torch.rand(b, generator=g) * w
+    if not on.any():
+        return x
+    half_h, half_w = cfg.cutout * h / 2, cfg.cutout * w / 2
+    ys = torch.arange(h, dtype=torch.float32)[None, :, None]
+    xs = torch.arange(w, dtype=torch.float32)[None, None, :]
+    hole = ((ys - cy[:, None, None]).abs() < half_h) & ((xs - cx[:, None, None]).abs() < half_w)
+    hole &= on[:, None, None]
+    return x.masked_fill(hole[:, None].to(x.device), 0.0)
+
+
+def augment_batch(x01: torch.Tensor, cfg: AugmentConfig | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Augment a batch of [0, 1] images ``[B,1,S,S]`` (any device) with per-image random parameters.
+
+    Args:
+        x01: images in [0, 1] (e.g. :func:`to_unit` of the cached uint8 batch).
+        cfg: the policy; defaults to :class:`AugmentConfig`.
+        generator: a CPU ``torch.Generator``; all randomness is drawn from it on the
+            CPU, so the result is the same on every device for a given seed.
+
+    Returns:
+        Augmented images in [0, 1], same shape and device.
+    """
+    cfg = cfg or AugmentConfig()
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    x = _affine(x01, cfg, g)
+    x = _intensity(x, cfg, g)
+    x = _blur(x, cfg, g)
+    return _cutout(x, cfg, g)
