@@ -119,3 +119,68 @@ def test_ensemble_map_is_mean_of_members_then_renormalized():
     norm = ensemble_map(maps)
     assert norm.min(axis=(1, 2)) == pytest.approx(0) and norm.max(axis=(1, 2)) == pytest.approx(1)
     assert (normalize_maps(np.zeros((2, 3, 3))) == 0).all()  # an all-zero map stays 0
+
+
+# -- reading stored predictions and comparing systems (pneumoloc.ensemble_report) -----------
+
+import pandas as pd  # noqa: E402
+
+from pneumoloc.ensemble_report import compare_systems, load_predictions, trained_models  # noqa: E402
+from pneumoloc.paths import RunPaths  # noqa: E402
+from pneumoloc.storage import save_table  # noqa: E402
+
+
+def synthetic_run(tmp_path, n=40, names=("m1", "m2")):
+    """A run folder with stored predictions.csv of two members (as notebook 02 writes them)."""
+    run = RunPaths(root=tmp_path / "run", figures=tmp_path / "fig")
+    rng = np.random.default_rng(0)
+    ids = [f"img{i:03d}" for i in range(n)]
+    base = pd.DataFrame({"image_id": ids, "patient_id": [f"p{i // 2}" for i in range(n)],
+                         "split": ["val"] * (n // 2) + ["test"] * (n - n // 2),
+                         "label": rng.integers(0, 2, n)})
+    for k, name in enumerate(names):
+        df = base.assign(prob=np.clip(0.3 * base["label"] + rng.random(n) * 0.7, 0, 1))
+        save_table(run.model_dir(name) / "predictions.csv", df.sample(frac=1, random_state=k))
+    return run, base
+
+
+def test_load_predictions_aligns_members_and_counts_dropped(tmp_path):
+    run, base = synthetic_run(tmp_path)
+    assert trained_models(run) == ["m1", "m2"]
+    # m2 lacks one test image: dropped and counted, not misaligned
+    p2 = pd.read_csv(run.model_dir("m2") / "predictions.csv", dtype={"image_id": str, "patient_id": str})
+    save_table(run.model_dir("m2") / "predictions.csv", p2[p2["image_id"] != "img039"])
+    ps = load_predictions(run, ["m1", "m2"])
+    assert ps.dropped == {"val": 0, "test": 1}
+    assert ps.probs("test").shape == (19, 2) and "img039" not in ps.image_ids("test")
+    for name in ("m1", "m2"):
+        stored = pd.read_csv(run.model_dir(name) / "predictions.csv", dtype={"image_id": str}).set_index("image_id")
+        np.testing.assert_allclose(ps.frames["val"][name], stored.loc[ps.image_ids("val"), "prob"])
+    np.testing.assert_array_equal(ps.labels("val"), base.set_index("image_id").loc[ps.image_ids("val"), "label"])
+
+
+def test_load_predictions_errors_name_the_file(tmp_path):
+    run, _ = synthetic_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match="notebook 02"):
+        load_predictions(run, ["m1", "nope"])
+    df = pd.read_csv(run.model_dir("m2") / "predictions.csv")
+    save_table(run.model_dir("m2") / "predictions.csv", df.assign(label=1 - df["label"]))
+    with pytest.raises(ValueError, match="disagree on the label"):
+        load_predictions(run, ["m1", "m2"])
+    save_table(run.model_dir("m2") / "predictions.csv", df.drop(columns="prob"))
+    with pytest.raises(ValueError, match="lacks columns"):
+        load_predictions(run, ["m2"])
+
+
+def test_compare_systems_reference_row_is_zero_and_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    groups = np.repeat(np.arange(N // 2), 2)
+    systems = {"strong": TEST[:, 0], "weak": TEST[:, 2]}
+    t = compare_systems(Y_TEST, groups, systems, "strong", n_boot=50).set_index("system")
+    assert t.loc["strong", "d_roc_auc"] == 0 and t.loc["strong", "delong_p"] == 1
+    assert t.loc["weak", "roc_auc"] == pytest.approx(roc_auc_score(Y_TEST, TEST[:, 2]))
+    assert t.loc["weak", "d_roc_auc"] == pytest.approx(t.loc["weak", "roc_auc"] - t.loc["strong", "roc_auc"])
+    assert t.loc["weak", "d_roc_auc_low"] <= t.loc["weak", "d_roc_auc"] <= t.loc["weak", "d_roc_auc_high"]
+    with pytest.raises(KeyError, match="reference"):
+        compare_systems(Y_TEST, groups, systems, "missing", n_boot=5)

@@ -1,0 +1,187 @@
+"""Reading a run's stored predictions and maps for notebook 05, and comparing systems.
+
+Nothing here recomputes a model output: predictions come from each model's
+``predictions.csv`` (notebook 02), maps from :func:`pneumoloc.maps.load_maps`
+(notebook 03). Members are aligned on the images every member scored; images missing
+from a member are dropped and counted (never silently misaligned).
+
+Comparisons (:func:`compare_systems`) are on the TEST split against a reference
+system (the best single model on VALIDATION): each metric with a patient-bootstrap CI,
+the paired-bootstrap CI of the difference (same patient resamples for both systems),
+and DeLong's test for the ROC-AUC difference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .bootstrap import bootstrap_ci, paired_bootstrap
+from .storage import load_table
+
+__all__ = [
+    "PredictionSet", "trained_models", "load_predictions", "classification_metrics",
+    "compare_systems", "load_member_maps", "PRED_COLUMNS",
+]
+
+PRED_COLUMNS = ("image_id", "patient_id", "split", "label", "prob")
+
+
+@dataclass
+class PredictionSet:
+    """Members' probabilities aligned by image, per split.
+
+    Attributes:
+        members: model names, the column order of :meth:`probs`.
+        frames: ``{"val": df, "test": df}`` with ``image_id, patient_id, label`` and one
+            probability column per member.
+        dropped: images dropped per split because some member lacks them.
+    """
+
+    members: list[str]
+    frames: dict[str, pd.DataFrame]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def _frame(self, split: str) -> pd.DataFrame:
+        if split not in self.frames:
+            raise KeyError(f"split {split!r} not loaded; have {sorted(self.frames)}")
+        return self.frames[split]
+
+    def probs(self, split: str) -> np.ndarray:
+        return self._frame(split)[self.members].to_numpy(float)
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._frame(split)["label"].to_numpy(int)
+
+    def groups(self, split: str) -> np.ndarray:
+        return self._frame(split)["patient_id"].to_numpy(str)
+
+    def image_ids(self, split: str) -> np.ndarray:
+        return self._frame(split)["image_id"].to_numpy(str)
+
+
+def trained_models(run) -> list[str]:
+    """Models of a run that have a stored ``predictions.csv`` (sorted by name)."""
+    root = run.root / "models"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "predictions.csv").exists())
+
+
+def _read_member(run, name: str) -> pd.DataFrame:
+    path = run.model_dir(name) / "predictions.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: train {name!r} with notebook 02 first "
+                                f"(trained here: {trained_models(run)})")
+    df = load_table(path, dtype={"image_id": str, "patient_id": str})
+    missing = [c for c in PRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}; expected {list(PRED_COLUMNS)}")
+    if df["prob"].isna().any() or not df["prob"].between(0, 1).all():
+        raise ValueError(f"{path}: column 'prob' must hold probabilities in [0, 1] without NaN")
+    return df
+
+
+def load_predictions(run, models: Sequence[str], splits: Sequence[str] = ("val", "test")) -> PredictionSet:
+    """Read and align the stored predictions of ``models`` for ``splits``.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file, when a member's table is missing or
+        malformed, or when two members disagree on an image's label or patient.
+    """
+    if not models:
+        raise ValueError("no models given: train some with notebook 02, or list them in `backbones`")
+    tables = {m: _read_member(run, m) for m in models}
+    frames, dropped = {}, {}
+    for split in splits:
+        merged = None
+        for m, df in tables.items():
+            part = df.loc[df["split"] == split, ["image_id", "patient_id", "label", "prob"]]
+            if part.empty:
+                raise ValueError(f"{run.model_dir(m) / 'predictions.csv'} has no {split!r} rows")
+            part = part.rename(columns={"prob": m, "label": f"label@{m}", "patient_id": f"patient@{m}"})
+            merged = part if merged is None else merged.merge(part, on="image_id", how="outer")
+        complete = merged[list(models)].notna().all(axis=1)
+        dropped[split] = int((~complete).sum())
+        merged = merged[complete].sort_values("image_id").reset_index(drop=True)
+        for key in ("label", "patient"):
+            cols = merged[[f"{key}@{m}" for m in models]]
+            bad = cols.nunique(axis=1) > 1
+            if bad.any():
+                raise ValueError(f"members disagree on the {key} of images {merged.loc[bad, 'image_id'].iloc[:5].tolist()}"
+                                 f" in split {split!r}: were they trained on different runs?")
+        out = merged[["image_id"]].assign(patient_id=merged[f"patient@{models[0]}"],
+                                          label=merged[f"label@{models[0]}"].astype(int))
+        frames[split] = pd.concat([out, merged[list(models)]], axis=1)
+    return PredictionSet(list(models), frames, dropped)
+
+
+def classification_metrics(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> dict:
+    """The project's binary metrics (:func:`pneumoloc.evaluation.binary_metrics`)."""
+    from .evaluation import binary_metrics
+
+    return binary_metrics(y, prob, threshold)
+
+
+def compare_systems(y: np.ndarray, groups: Sequence, systems: dict[str, np.ndarray], reference: str,
+                    metrics: Sequence[str] = ("roc_auc", "pr_auc", "accuracy", "f1"),
+                    threshold: float = 0.5, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Test metrics of each system with CIs, and its difference to ``reference``.
+
+    Returns:
+        One row per system: ``system``; for each metric ``<m>``, ``<m>_low``, ``<m>_high``
+        (patient bootstrap), ``d_<m>``, ``d_<m>_low``, ``d_<m>_high`` (paired bootstrap of
+        system - reference); ``delong_z``, ``delong_p`` for the ROC-AUC difference.
+    """
+    from .delong import delong_test
+
+    if reference not in systems:
+        raise KeyError(f"reference {reference!r} is not among the systems {list(systems)}")
+    y = np.asarray(y, dtype=float)
+    rows = []
+    for name, p in systems.items():
+        row: dict = {"system": name}
+        for m in metrics:
+            def stat(a, b, m=m):
+                return classification_metrics(a, b, threshold)[m]
+            est = bootstrap_ci(stat, y, p, groups=groups, n_boot=n_boot, seed=seed)
+            row.update({m: est.value, f"{m}_low": est.low, f"{m}_high": est.high})
+            d = paired_bootstrap(stat, (y, p), (y, systems[reference]), groups, n_boot=n_boot, seed=seed)
+            row.update({f"d_{m}": d.value, f"d_{m}_low": d.low, f"d_{m}_high": d.high})
+        test = delong_test(y.astype(int), p, systems[reference])
+        row.update({"delong_z": test.z, "delong_p": test.p_value})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_member_maps(run, models: Sequence[str], method: str,
+                     image_ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stored maps of ``models`` for ``method`` on the images all of them have.
+
+    Args:
+        image_ids: restrict to (and order by) these images when given.
+
+    Returns:
+        ``(image_ids [N], maps [M, N, H, W] float32)``.
+
+    Raises:
+        ValueError: members' maps differ in size (say which), or no image is shared.
+    """
+    from .maps import load_maps
+
+    sets = {m: load_maps(run, m, method) for m in models}
+    shapes = {m: tuple(s.maps.shape[1:]) for m, s in sets.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"maps of {method!r} differ in size across models {shapes}; "
+                         f"recompute them at one map size with notebook 03")
+    common = set.intersection(*(set(map(str, s.image_ids)) for s in sets.values()))
+    ids = [str(i) for i in image_ids if str(i) in common] if image_ids is not None else sorted(common)
+    if not ids:
+        raise ValueError(f"no image has {method!r} maps from every model {list(models)}")
+    out = []
+    for m, s in sets.items():
+        pos = {str(i): k for k, i in enumerate(s.image_ids)}
+        out.append(np.asarray(s.maps)[[pos[i] for i in ids]].astype(np.float32))
+    return np.asarray(ids), np.stack(out)
