@@ -1,0 +1,343 @@
+"""Localization metrics of saliency maps, vectorized over a batch of maps.
+
+Conventions (used by every function here and by notebook 04):
+
+* **Maps** are ``[N, M, M]`` arrays (numpy or torch) of non-negative *energy*, in the squashed
+  input frame (DESIGN.md: images squashed, not cropped, to S x S, then resized to M). Stored maps
+  are min-max normalized per image to [0, 1] by the heatmap engine, and **no further
+  normalization** is applied: the energy of a pixel is its stored value, so min-max has already
+  removed the map's constant offset (a map's minimum pixel has zero energy).
+* **Boxes** are ground-truth rectangles in original pixels, rasterized into the M x M frame by
+  :func:`box_masks`; an image with several boxes is scored against their **union**.
+* **Exclusions are counted, never NaN.** Each per-image metric returns :class:`Scores`: values,
+  a ``valid`` flag and the count of excluded images per reason. Reasons: ``zero_map`` (a map whose
+  energy is 0 everywhere: it has no peak and no energy share), ``no_box`` (box metrics are defined
+  on images with at least one box only), ``no_lung`` (empty lung mask), ``no_lung_energy``.
+* **Peak** of a map = its first maximum in row-major order (``argmax``), as in CheXlocalize.
+* **Thresholded map** = pixels with ``map > t`` (``t`` per image; see :mod:`pneumoloc.thresholds`).
+
+Per-image AUPRC ("localization utility", Arun et al. 2020; the WILDCAT study) is the average
+precision of the map's pixel values as scores against the box mask as labels, exactly
+``sklearn.metrics.average_precision_score``: AP = sum_n (R_n - R_{n-1}) P_n over distinct score
+thresholds. float16 maps in [0, 1] take 15,361 distinct values (bit patterns 0x0000..0x3C00 are
+ordered like the values), so AP is computed exactly from per-level counts in linear time; other
+inputs use an exact sort-based path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Scores", "F16_LEVELS", "as_maps", "boxes_by_image", "box_masks", "peak_indices",
+    "lung_attention_ratio", "pointing_game", "energy_in_boxes", "lung_normalized_energy",
+    "iou_dice", "float16_codes", "level_counts", "average_precision",
+    "localization_auprc", "pointwise_detection_map",
+]
+
+F16_LEVELS = 0x3C00 + 1  # float16 bit patterns of the values 0.0 .. 1.0, in increasing order
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-image values of one metric with explicit exclusions.
+
+    Attributes:
+        values: float64 ``[N]``; 0.0 where ``valid`` is False (never NaN).
+        valid: bool ``[N]``; True where the metric is defined for the image.
+        excluded: number of excluded images per reason (``zero_map``, ``no_box``, ...).
+    """
+
+    values: np.ndarray
+    valid: np.ndarray
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.valid.sum())
+
+    def mean(self) -> float:
+        """Mean over valid images; ``ValueError`` when none is valid (so it is never NaN)."""
+        if not self.valid.any():
+            raise ValueError(f"no image is valid for this metric (excluded: {self.excluded})")
+        return float(self.values[self.valid].mean())
+
+
+def _scores(num: np.ndarray, den: np.ndarray, reasons: dict[str, np.ndarray]) -> Scores:
+    """``num / den`` where every exclusion mask is False; reasons are counted in order."""
+    valid = np.ones(len(num), bool)
+    excluded = {}
+    for name, bad in reasons.items():
+        excluded[name] = int((bad & valid).sum())  # each image counted under its first reason
+        valid &= ~bad
+    values = np.zeros(len(num), np.float64)
+    np.divide(num, den, out=values, where=valid)
+    return Scores(values, valid, excluded)
+
+
+def as_maps(maps, dtype=None) -> np.ndarray:
+    """``[N, M, M]`` numpy view of maps given as numpy/torch, ``[M, M]`` becomes ``[1, M, M]``."""
+    if hasattr(maps, "detach"):
+        maps = maps.detach().cpu().numpy()
+    maps = np.asarray(maps, dtype=dtype)
+    if maps.ndim == 2:
+        maps = maps[None]
+    if maps.ndim != 3:
+        raise ValueError(f"maps must have shape [N, M, M]; got {maps.shape}")
+    return maps
+
+
+def _flat32(maps) -> np.ndarray:
+    m = as_maps(maps)
+    return m.reshape(len(m), -1).astype(np.float32, copy=False)
+
+
+def _flatmask(masks, n: int) -> np.ndarray:
+    b = as_maps(masks).astype(bool, copy=False)
+    if len(b) != n:
+        raise ValueError(f"{len(b)} masks for {n} maps: masks and maps must be row-aligned")
+    return b.reshape(n, -1)
+
+
+def boxes_by_image(boxes: pd.DataFrame, image_ids: Sequence[str]) -> list[np.ndarray]:
+    """Row-aligned ``[k, 4]`` arrays of ``x, y, w, h`` (original pixels); ``k = 0`` for no box."""
+    groups = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in boxes.groupby("image_id")}
+    empty = np.zeros((0, 4))
+    return [groups.get(str(i), empty) for i in image_ids]
+
+
+def _axis_cells(lo: float, hi: float, size: int) -> np.ndarray:
+    centres = np.arange(size) + 0.5
+    cells = (centres >= lo) & (centres < hi)
+    if not cells.any():  # a box thinner than one cell still marks the cell holding its centre
+        cells[int(np.clip((lo + hi) / 2, 0, size - 1))] = True
+    return cells
+
+
+def box_masks(boxes: Sequence[np.ndarray], widths: Sequence[float], heights: Sequence[float],
+              size: int) -> np.ndarray:
+    """Rasterize each image's boxes (union) into the squashed ``size x size`` frame.
+
+    A box ``x, y, w, h`` in original pixels maps to ``[x, x + w) * size / width`` horizontally
+    and ``[y, y + h) * size / height`` vertically; a cell belongs to the box when its centre
+    lies inside. Images with no box get an empty mask.
+
+    Returns:
+        bool ``[N, size, size]``.
+    """
+    if not len(boxes) == len(widths) == len(heights):
+        raise ValueError("boxes, widths and heights must be row-aligned (one entry per image)")
+    out = np.zeros((len(boxes), size, size), bool)
+    for i, b in enumerate(boxes):
+        sx, sy = size / float(widths[i]), size / float(heights[i])
+        for x, y, w, h in np.asarray(b, float).reshape(-1, 4):
+            rows = _axis_cells(y * sy, (y + h) * sy, size)
+            cols = _axis_cells(x * sx, (x + w) * sx, size)
+            out[i] |= rows[:, None] & cols[None, :]
+    return out
+
+
+def peak_indices(maps) -> np.ndarray:
+    """Flat index of each map's first maximum (row-major)."""
+    m = as_maps(maps)
+    return m.reshape(len(m), -1).argmax(axis=1)
+
+
+def lung_attention_ratio(maps, lungs) -> Scores:
+    """LAR (Shahi & Bagale 2025): share of the map's energy inside the lungs, sum(m*L)/sum(m).
+
+    Energy = the stored min-max-normalized map (see module docstring). Excludes ``zero_map``
+    and ``no_lung``.
+    """
+    m = _flat32(maps)
+    lung = _flatmask(lungs, len(m))
+    total = m.sum(1, dtype=np.float64)
+    inside = np.einsum("ij,ij->i", m, lung.astype(np.float32), dtype=np.float64)
+    return _scores(inside, total, {"zero_map": total <= 0, "no_lung": ~lung.any(1)})
+
+
+def pointing_game(maps, boxes, tolerance: float = 0.0) -> Scores:
+    """Hit (1) when the map's peak lies inside the box union, else 0.
+
+    Args:
+        tolerance: a peak within this Euclidean distance (map cells, centre to centre) of a
+            box cell also counts as a hit.
+    """
+    m = _flat32(maps)
+    box = _flatmask(boxes, len(m))
+    peak = m.argmax(1)
+    hit = box[np.arange(len(m)), peak].astype(float)
+    if tolerance > 0:
+        side = as_maps(maps).shape[-1]
+        py, px = np.divmod(peak, side)
+        for i in np.flatnonzero((hit == 0) & box.any(1)):
+            ys, xs = np.divmod(np.flatnonzero(box[i]), side)
+            hit[i] = float(np.min((ys - py[i]) ** 2 + (xs - px[i]) ** 2) <= tolerance ** 2)
+    maxima = m.max(1)
+    return _scores(hit, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
+
+
+def energy_in_boxes(maps, boxes) -> Scores:
+    """Share of the map's energy inside the box union, sum(m*B)/sum(m); a constant map scores
+    the box-area fraction."""
+    m = _flat32(maps)
+    box = _flatmask(boxes, len(m))
+    total = m.sum(1, dtype=np.float64)
+    inside = np.einsum("ij,ij->i", m, box.astype(np.float32), dtype=np.float64)
+    return _scores(inside, total, {"zero_map": total <= 0, "no_box": ~box.any(1)})
+
+
+def lung_normalized_energy(maps, boxes, lungs) -> Scores:
+    """Share of the map's *within-lung* energy inside the boxes: sum(m*B*L)/sum(m*L).
+
+    A map that merely stays inside the lungs (uniform over them) earns only the box share of
+    the lung area, so this metric separates "looks at the lungs" from "looks at the lesion".
+    """
+    m = _flat32(maps)
+    box = _flatmask(boxes, len(m))
+    lung = _flatmask(lungs, len(m))
+    ml = m * lung
+    den = ml.sum(1, dtype=np.float64)
+    num = np.einsum("ij,ij->i", ml, box.astype(np.float32), dtype=np.float64)
+    return _scores(num, den, {"zero_map": m.max(1) <= 0, "no_box": ~box.any(1),
+                              "no_lung_energy": den <= 0})
+
+
+def iou_dice(maps, boxes, thresholds) -> tuple[Scores, Scores]:
+    """IoU and Dice of the thresholded map (``map > t``, ``t`` scalar or per image) vs the box
+    union. An empty thresholded map scores 0 on both."""
+    m = _flat32(maps)
+    box = _flatmask(boxes, len(m))
+    t = np.broadcast_to(np.asarray(thresholds, np.float32), (len(m),))
+    pred = m > t[:, None]
+    inter = (pred & box).sum(1).astype(float)
+    p, g = pred.sum(1).astype(float), box.sum(1).astype(float)
+    reasons = {"zero_map": m.max(1) <= 0, "no_box": g == 0}
+    return _scores(inter, p + g - inter, reasons), _scores(2 * inter, p + g, reasons)
+
+
+def float16_codes(maps) -> np.ndarray | None:
+    """Level index 0..15360 (uint16 ``[N, M*M]``) of each value when the maps are exactly
+    float16 values in [0, 1] (the stored format), else None (callers then use an exact
+    sort-based path). Non-negative float16 bit patterns are ordered like their values."""
+    m = as_maps(maps)
+    if m.dtype != np.float16:
+        m16 = m.astype(np.float16)
+        if not np.array_equal(m16, m):
+            return None
+        m = m16
+    codes = np.ascontiguousarray(m).view(np.uint16).reshape(len(m), -1)
+    if codes.size and codes.max() > F16_LEVELS - 1:
+        codes = np.where(codes == 0x8000, np.uint16(0), codes)  # -0.0 is 0.0
+        if codes.max() > F16_LEVELS - 1:
+            return None  # negative, > 1, NaN or inf values
+    return codes
+
+
+def level_counts(codes: np.ndarray) -> np.ndarray:
+    """Per-image histograms of float16 level codes: int32 ``[N, F16_LEVELS]``, level 0 = 0.0."""
+    out = np.zeros((len(codes), F16_LEVELS), np.int32)
+    for i in range(len(codes)):  # per-image bincount: no int64 index array over the batch
+        out[i] = np.bincount(codes[i], minlength=F16_LEVELS)
+    return out
+
+
+def _ap_levels(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Exact AP per image from counts per float16 level, in linear time.
+
+    Scanning thresholds from the top level down, precision at a level is
+    (positives at or above it) / (pixels at or above it), and recall grows by the level's
+    positives / all positives, so AP = sum over levels holding positives of
+    pos_level * precision_level / P (= sklearn's sum_n (R_n - R_{n-1}) P_n).
+    """
+    ap = np.zeros(len(codes))
+    n_pix = codes.shape[1]
+    for i in range(len(codes)):
+        hist = np.bincount(codes[i], minlength=F16_LEVELS)
+        pos = np.bincount(codes[i][labels[i]], minlength=F16_LEVELS)
+        lv = np.flatnonzero(pos)
+        if lv.size:
+            # pixels at or above level l = all pixels - pixels strictly below l
+            at_or_above = n_pix - np.cumsum(hist)[lv] + hist[lv]
+            k = pos[lv]
+            tp = k.sum() - np.cumsum(k) + k  # positives at or above each positive level
+            ap[i] = float(np.sum(k * (tp / at_or_above))) / k.sum()
+    return ap
+
+
+def _ap_sorted(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Exact AP per row for arbitrary float scores (sort, then credit each positive with the
+    precision at the end of its tie group, as sklearn's distinct-threshold definition does)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    s = np.take_along_axis(scores, order, 1)
+    y = np.take_along_axis(labels, order, 1).astype(np.float64)
+    n, k = s.shape
+    tp = np.cumsum(y, axis=1)
+    prec = tp / np.arange(1, k + 1)
+    end = np.ones((n, k), bool)
+    end[:, :-1] = s[:, 1:] != s[:, :-1]
+    last = np.where(end, np.arange(k), k)
+    last = np.minimum.accumulate(last[:, ::-1], axis=1)[:, ::-1]
+    p = tp[:, -1]
+    credit = (y * np.take_along_axis(prec, last, 1)).sum(1)
+    return np.divide(credit, p, out=np.zeros_like(p), where=p > 0)
+
+
+def average_precision(labels, scores) -> float:
+    """AP of 1-D scores against binary labels, identical to sklearn's ``average_precision_score``."""
+    s = np.asarray(scores, np.float64)[None]
+    y = np.asarray(labels).astype(bool)[None]
+    if not y.any():
+        raise ValueError("average precision needs at least one positive label")
+    return float(_ap_sorted(s, y)[0])
+
+
+def localization_auprc(maps, boxes, method: str = "auto", chunk: int = 128) -> Scores:
+    """Per-image AUPRC of the map (scores) against the box union (labels).
+
+    Args:
+        method: ``"histogram"`` (exact for float16 maps in [0, 1], linear time), ``"sort"``
+            (exact for any floats), or ``"auto"`` (histogram when exact, else sort).
+        chunk: images per vectorized block (bounds memory).
+    """
+    m = as_maps(maps)
+    box = _flatmask(boxes, len(m))
+    codes = float16_codes(m) if method in ("auto", "histogram") else None
+    if method == "histogram" and codes is None:
+        raise ValueError("method='histogram' needs float16-representable maps in [0, 1]; use 'sort'")
+    if method not in ("auto", "histogram", "sort"):
+        raise ValueError(f"unknown method {method!r}; known: auto, histogram, sort")
+    ap = np.zeros(len(m))
+    for a in range(0, len(m), chunk):
+        sl = slice(a, a + chunk)
+        if codes is not None:
+            ap[sl] = _ap_levels(codes[sl], box[sl])
+        else:
+            ap[sl] = _ap_sorted(m[sl].reshape(len(box[sl]), -1).astype(np.float64), box[sl])
+    flat = m.reshape(len(m), -1)
+    return _scores(ap, np.ones(len(m)), {"zero_map": flat.max(1) <= 0, "no_box": ~box.any(1)})
+
+
+def pointwise_detection_map(maps, boxes, probs, tolerance: float = 0.0) -> float:
+    """Pointwise detection AP (the WILDCAT study): one detection per image at the map's peak,
+    with the classifier's probability as confidence; a true positive when the peak hits the
+    image's box union (within ``tolerance`` cells), a false positive otherwise (every detection
+    on an image without boxes is one). Recall is over the images with boxes, so a positive
+    image whose map is all zero (no detection) counts as missed.
+    """
+    m = as_maps(maps)
+    box = _flatmask(boxes, len(m))
+    probs = np.asarray(probs, np.float64)
+    detects = m.reshape(len(m), -1).max(1) > 0
+    hit = pointing_game(m, box.reshape(m.shape), tolerance)
+    tp = hit.valid & (hit.values > 0)
+    n_pos = int(box.any(1).sum())
+    if n_pos == 0:
+        raise ValueError("pointwise detection mAP needs at least one image with a box")
+    if not tp.any():
+        return 0.0
+    # AP over detections with recall denominator n_pos = sklearn AP on the hits, rescaled
+    return average_precision(tp[detects], probs[detects]) * tp.sum() / n_pos

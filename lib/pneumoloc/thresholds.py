@@ -1,0 +1,131 @@
+"""Turning maps into binary masks: per-image thresholds, tuned on validation only.
+
+A thresholded map is ``map > t`` with one ``t`` per image. Rules (registry ``THRESHOLDS``):
+
+* ``"otsu"`` — Otsu's threshold per image (Otsu 1979; the CheXlocalize default), computed
+  exactly over the map's distinct float16 levels (stored maps are float16; other inputs are
+  rounded to float16 for the histogram only).
+* ``"frac0.50"`` (any ``frac<f>``) — a fixed fraction of the image's maximum, ``t = f * max``.
+* ``tune_fraction`` picks ``f`` on the **validation** split (maximizing mean IoU or Dice over the
+  validation images with boxes); the tuned value is then applied unchanged to test. Nothing here
+  ever looks at test labels.
+* Probability gating (as CheXlocalize does): images whose classifier probability is below a
+  gate threshold get an empty mask. ``tune_gate`` picks the gate on validation, scoring an
+  image without boxes 1 when its mask is empty and 0 otherwise.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .localization import F16_LEVELS, as_maps, iou_dice, level_counts
+
+__all__ = ["THRESHOLDS", "register_threshold", "thresholds_for", "otsu_thresholds",
+           "fraction_thresholds", "binarize", "gate", "tune_fraction", "tune_gate"]
+
+THRESHOLDS: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+
+_LEVEL_VALUES = np.arange(F16_LEVELS, dtype=np.uint16).view(np.float16).astype(np.float64)
+
+
+def register_threshold(name: str):
+    """Decorator: ``@register_threshold("otsu")`` on ``fn(maps [N,M,M]) -> thresholds [N]``."""
+    def deco(fn):
+        THRESHOLDS[name] = fn
+        return fn
+    return deco
+
+
+@register_threshold("otsu")
+def otsu_thresholds(maps, chunk: int = 64) -> np.ndarray:
+    """Otsu's threshold of each map: the level maximizing the between-class variance
+    w0 * w1 * (mu0 - mu1)^2 of {<= t} vs {> t} (Otsu 1979, eq. 18), exact over float16 levels.
+    A map with a single value gets that value (so ``map > t`` is empty)."""
+    m = as_maps(maps)
+    codes = np.clip(m, 0, 1).astype(np.float16).view(np.uint16).reshape(len(m), -1)
+    out = np.zeros(len(m))
+    for a in range(0, len(m), chunk):
+        hist = level_counts(codes[a:a + chunk]).astype(np.float64)
+        w0 = np.cumsum(hist, axis=1)
+        s0 = np.cumsum(hist * _LEVEL_VALUES, axis=1)
+        w, s = w0[:, -1:], s0[:, -1:]
+        w1 = w - w0
+        mu0 = np.divide(s0, w0, out=np.zeros_like(s0), where=w0 > 0)
+        mu1 = np.divide(s - s0, w1, out=np.zeros_like(s0), where=w1 > 0)
+        between = w0 * w1 * (mu0 - mu1) ** 2
+        k = between.argmax(1)
+        single = between.max(1) <= 0
+        k[single] = hist[single].argmax(1)
+        out[a:a + chunk] = _LEVEL_VALUES[k]
+    return out
+
+
+def fraction_thresholds(maps, fraction: float) -> np.ndarray:
+    """``t = fraction * max`` per image."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction={fraction} must be in [0, 1)")
+    m = as_maps(maps)
+    return fraction * m.reshape(len(m), -1).max(1).astype(np.float64)
+
+
+for _f in (0.25, 0.5, 0.75):
+    register_threshold(f"frac{_f:.2f}")(lambda maps, _f=_f: fraction_thresholds(maps, _f))
+
+
+def thresholds_for(rule: str, maps) -> np.ndarray:
+    """Per-image thresholds by rule name: a registered name or ``frac<f>`` for any ``f``."""
+    if rule in THRESHOLDS:
+        return THRESHOLDS[rule](maps)
+    if rule.startswith("frac"):
+        try:
+            return fraction_thresholds(maps, float(rule[4:]))
+        except ValueError:
+            pass
+    raise KeyError(f"unknown threshold rule {rule!r}; known: {', '.join(sorted(THRESHOLDS))} "
+                   "or frac<f> with 0 <= f < 1")
+
+
+def binarize(maps, thresholds) -> np.ndarray:
+    """Boolean masks ``map > t`` (``t`` scalar or per image)."""
+    m = as_maps(maps).astype(np.float32, copy=False)  # same comparison as localization.iou_dice
+    t = np.broadcast_to(np.asarray(thresholds, np.float32), (len(m),))
+    return m > t[:, None, None]
+
+
+def gate(masks: np.ndarray, probs, threshold: float) -> np.ndarray:
+    """Empty the masks of images whose probability is below ``threshold`` (CheXlocalize)."""
+    keep = np.asarray(probs, np.float64) >= threshold
+    return masks & keep[:, None, None]
+
+
+def tune_fraction(maps, boxes, grid=np.arange(0.05, 1.0, 0.05), score: str = "iou") -> float:
+    """The fraction of the maximum that maximizes mean ``score`` (``iou`` or ``dice``) over
+    validation images with boxes. Call on validation maps only."""
+    pick = {"iou": 0, "dice": 1}
+    if score not in pick:
+        raise ValueError(f"score={score!r}; known: {sorted(pick)}")
+    m = as_maps(maps)
+    means = []
+    for f in grid:
+        s = iou_dice(m, boxes, fraction_thresholds(m, float(f)))[pick[score]]
+        means.append(s.mean() if s.n else -np.inf)
+    if not np.isfinite(max(means)):
+        raise ValueError("no validation image with a box and a non-zero map: cannot tune")
+    return float(grid[int(np.argmax(means))])
+
+
+def tune_gate(masks: np.ndarray, boxes: np.ndarray, probs, grid=np.arange(0.0, 1.0, 0.05)) -> float:
+    """Probability gate maximizing mean IoU over all validation images, where an image without
+    boxes scores 1 if its gated mask is empty and 0 otherwise."""
+    boxes = as_maps(boxes).astype(bool)
+    has = boxes.reshape(len(boxes), -1).any(1)
+    best, best_t = -1.0, 0.0
+    for t in grid:
+        g = gate(masks, probs, float(t)).reshape(len(boxes), -1)
+        b = boxes.reshape(len(boxes), -1)
+        inter, union = (g & b).sum(1), (g | b).sum(1)
+        iou = np.where(has, inter / np.maximum(union, 1), (~g.any(1)).astype(float))
+        if iou.mean() > best:
+            best, best_t = float(iou.mean()), float(t)
+    return best_t

@@ -1,0 +1,152 @@
+"""Localization metrics: sklearn reference for AP, hand-worked cases, phantom-like ground truth."""
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from pneumoloc import localization as L
+
+
+def _random_boxes(rng, n, size):
+    """Phantom-like ground truth: 1-2 boxes per image in original pixels of varied sizes."""
+    boxes, widths, heights = [], rng.integers(600, 1200, n), rng.integers(600, 1200, n)
+    for i in range(n):
+        k = rng.integers(1, 3)
+        w = rng.uniform(0.1, 0.3, k) * widths[i]
+        h = rng.uniform(0.1, 0.4, k) * heights[i]
+        x = rng.uniform(0, widths[i] - w)
+        y = rng.uniform(0, heights[i] - h)
+        boxes.append(np.stack([x, y, w, h], 1))
+    return boxes, widths, heights
+
+
+@pytest.mark.parametrize("levels", [None, 5, 64])
+def test_auprc_matches_sklearn(levels):
+    rng = np.random.default_rng(levels or 0)
+    maps = rng.random((12, 24, 24))
+    if levels:  # ties: few distinct values
+        maps = np.round(maps * (levels - 1)) / (levels - 1)
+    boxes = np.zeros(maps.shape, bool)
+    boxes[:, 3:11, 5:17] = True
+    boxes[::3, 15:20, 2:6] = True
+    ref = [average_precision_score(b.ravel(), m.ravel()) for m, b in zip(maps, boxes)]
+    sort = L.localization_auprc(maps, boxes, method="sort")
+    assert np.allclose(sort.values, ref, atol=1e-9, rtol=0)
+    m16 = maps.astype(np.float16)
+    ref16 = [average_precision_score(b.ravel(), m.ravel().astype(float)) for m, b in zip(m16, boxes)]
+    hist = L.localization_auprc(m16, boxes, method="histogram")
+    assert np.allclose(hist.values, ref16, atol=1e-9, rtol=0)
+    assert np.allclose(L.localization_auprc(m16.astype(np.float32), boxes).values, ref16, atol=1e-9)
+
+
+def test_auprc_histogram_refuses_non_float16_values():
+    with pytest.raises(ValueError, match="sort"):
+        L.localization_auprc(np.full((1, 4, 4), 0.1), np.ones((1, 4, 4), bool), method="histogram")
+    assert L.float16_codes(np.full((1, 2, 2), 1.5, np.float16)) is None
+    assert L.float16_codes(np.full((1, 2, 2), -0.0, np.float16)).max() == 0
+
+
+def test_average_precision_1d_matches_sklearn():
+    rng = np.random.default_rng(3)
+    y, s = rng.random(200) < 0.3, np.round(rng.random(200), 1)
+    assert L.average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_box_masks_hand_case():
+    # 100 x 200 image at size 10: x 10..40 -> cells whose centres lie in [1, 4): 1, 2, 3;
+    # y 20..30 -> [1, 1.5) holds no centre, so the cell of the centre (1.25) is marked: row 1.
+    m = L.box_masks([np.array([[10, 20, 30, 10], [90, 180, 10, 20]])], [100], [200], 10)
+    expected = np.zeros((10, 10), bool)
+    expected[1, 1:4] = True
+    expected[9, 9] = True  # second box: x [9, 10), y [9, 10) -> cell (9, 9); union with the first
+    assert (m[0] == expected).all()
+    assert not L.box_masks([np.zeros((0, 4))], [5], [5], 4).any()
+
+
+def test_hand_cases_lar_energy_pointing_lung_normalized():
+    maps = np.array([[[1.0, 0.0], [0.5, 0.5]]])
+    lungs = np.array([[[1, 0], [0, 1]]], bool)
+    boxes = np.array([[[0, 0], [1, 1]]], bool)
+    assert L.lung_attention_ratio(maps, lungs).values[0] == pytest.approx(1.5 / 2)
+    assert L.energy_in_boxes(maps, boxes).values[0] == pytest.approx(1.0 / 2)
+    assert L.pointing_game(maps, boxes).values[0] == 0.0  # peak at (0, 0), outside the box
+    assert L.pointing_game(maps, boxes, tolerance=1.0).values[0] == 1.0  # box cell 1 away
+    assert L.lung_normalized_energy(maps, boxes, lungs).values[0] == pytest.approx(0.5 / 1.5)
+
+
+def test_iou_dice_hand_case():
+    maps = np.zeros((1, 4, 4))
+    maps[0, 0, :3] = [0.9, 0.8, 0.2]
+    boxes = np.zeros((1, 4, 4), bool)
+    boxes[0, 0, 1:3] = True
+    iou, dice = L.iou_dice(maps, boxes, 0.5)  # prediction {(0,0), (0,1)}, truth {(0,1), (0,2)}
+    assert iou.values[0] == pytest.approx(1 / 3)
+    assert dice.values[0] == pytest.approx(2 * 1 / 4)
+    iou, _ = L.iou_dice(maps, boxes, 0.95)  # empty prediction scores 0, not NaN
+    assert iou.valid[0] and iou.values[0] == 0.0
+
+
+def test_pointwise_detection_map_hand_case():
+    # detections ranked by prob: hit (.9), miss on a positive (.8), negative image (.7), hit (.6)
+    maps = np.zeros((4, 3, 3))
+    boxes = np.zeros((4, 3, 3), bool)
+    for i, (peak, box) in enumerate([((0, 0), (0, 0)), ((2, 2), (0, 0)), ((1, 1), None), ((1, 2), (1, 2))]):
+        maps[i][peak] = 1.0
+        if box:
+            boxes[i][box] = True
+    probs = [0.9, 0.8, 0.7, 0.6]
+    # 3 positive images; precisions at the two hits: 1/1 and 2/4 -> AP = (1 + 0.5) / 3
+    assert L.pointwise_detection_map(maps, boxes, probs) == pytest.approx(0.5)
+    hits = np.array([1, 0, 0, 1])
+    assert L.pointwise_detection_map(maps, boxes, probs) == pytest.approx(
+        average_precision_score(hits, probs) * 2 / 3)
+
+
+def test_exclusions_are_counted_never_nan():
+    maps = np.zeros((3, 4, 4))
+    maps[1, 0, 0] = 1.0
+    maps[2, 1, 1] = 1.0
+    boxes = np.zeros((3, 4, 4), bool)
+    boxes[0, :2, :2] = boxes[1, :2, :2] = True  # image 2 has no box
+    lungs = np.ones((3, 4, 4), bool)
+    for s in (L.energy_in_boxes(maps, boxes), L.pointing_game(maps, boxes),
+              L.localization_auprc(maps, boxes), *L.iou_dice(maps, boxes, 0.5),
+              L.lung_normalized_energy(maps, boxes, lungs)):
+        assert not np.isnan(s.values).any()
+        assert s.valid.tolist() == [False, True, False]
+        assert s.excluded["zero_map"] == 1 and s.excluded["no_box"] == 1
+    lar = L.lung_attention_ratio(maps, lungs)
+    assert lar.valid.tolist() == [False, True, True] and lar.excluded["zero_map"] == 1
+    with pytest.raises(ValueError, match="no image is valid"):
+        L.energy_in_boxes(maps[:1], boxes[:1]).mean()
+
+
+def test_phantom_ground_truth_box_mask_map_scores_one_and_constant_scores_area():
+    from pneumoloc.thresholds import thresholds_for
+
+    rng = np.random.default_rng(7)
+    boxes, w, h = _random_boxes(rng, 20, 1024)
+    masks = L.box_masks(boxes, w, h, 32)
+    maps = masks.astype(np.float16)
+    assert (L.pointing_game(maps, masks).values == 1).all()
+    assert np.allclose(L.energy_in_boxes(maps, masks).values, 1)
+    assert np.allclose(L.localization_auprc(maps, masks).values, 1)
+    for rule in ("otsu", "frac0.50"):
+        iou, dice = L.iou_dice(maps, masks, thresholds_for(rule, maps))
+        assert np.allclose(iou.values, 1) and np.allclose(dice.values, 1)
+    const = np.full(masks.shape, 0.3, np.float16)
+    area = masks.reshape(20, -1).mean(1)
+    assert np.allclose(L.energy_in_boxes(const, masks).values, area)
+
+
+def test_torch_tensors_accepted():
+    torch = pytest.importorskip("torch")
+    maps = torch.rand(2, 8, 8)
+    boxes = torch.zeros(2, 8, 8, dtype=torch.bool)
+    boxes[:, 2:5, 2:5] = True
+    ref = L.energy_in_boxes(maps.numpy(), boxes.numpy()).values
+    assert np.allclose(L.energy_in_boxes(maps, boxes).values, ref)
+
+
+def test_row_alignment_checked():
+    with pytest.raises(ValueError, match="row-aligned"):
+        L.energy_in_boxes(np.ones((2, 4, 4)), np.ones((3, 4, 4), bool))

@@ -1,0 +1,73 @@
+"""Lung mask sources: CheXmask RLE, dataset PNGs, classical fallback, PSPNet's offline message."""
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pneumoloc import lungmasks as LM
+
+
+def test_rle_decode_hand_case():
+    # 1-based starts into the row-major flattened 3 x 4 mask
+    m = LM.rle_decode("2 3 9 2", 3, 4)
+    expected = np.zeros(12, bool)
+    expected[1:4] = True
+    expected[8:10] = True
+    assert (m == expected.reshape(3, 4)).all()
+
+
+def _encode(mask):
+    flat = np.concatenate([[0], mask.ravel().astype(int), [0]])
+    runs = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs[1::2] -= runs[::2]
+    return " ".join(map(str, runs))
+
+
+def test_chexmask_table_read_by_id(tmp_path):
+    left = np.zeros((40, 60), bool)
+    left[5:35, 5:25] = True
+    right = np.zeros((40, 60), bool)
+    right[5:35, 35:55] = True
+    pd.DataFrame({"dicom_id": ["a"], "Left Lung": [_encode(left)], "Right Lung": [_encode(right)],
+                  "Heart": [""], "Height": [40], "Width": [60]}).to_csv(tmp_path / "cm.csv", index=False)
+    images = pd.DataFrame({"image_id": ["a", "zzz"]})
+    out = LM.lung_masks("chexmask", images, 12, table=tmp_path / "cm.csv")
+    assert out.missing == 1 and not out.approximate
+    assert (out.masks[0] == LM.resize_mask(left | right, 12)).all()
+    assert not out.masks[1].any()
+
+
+def test_dataset_masks_from_png(tmp_path):
+    mask = np.zeros((64, 32), np.uint8)
+    mask[8:56, 4:14] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    images = pd.DataFrame({"image_id": ["a", "b"], "mask_path": [str(tmp_path / "m.png"), None]})
+    out = LM.lung_masks("dataset", images, 16)
+    expected = np.zeros((16, 16), bool)
+    expected[2:14, 2:7] = True  # rows 8..56 of 64 -> 2..14; cols 4..14 of 32 -> 2..7
+    assert (out.masks[0] == expected).all() and out.missing == 1
+    with pytest.raises(ValueError, match="mask_path"):
+        LM.lung_masks("dataset", images.drop(columns="mask_path"), 16)
+
+
+def test_classical_fallback_finds_two_dark_lungs():
+    yy, xx = np.mgrid[:96, :96]
+    body = ((yy - 48) / 46) ** 2 + ((xx - 48) / 40) ** 2 < 1
+    lungs = (((yy - 45) / 28) ** 2 + ((xx - 30) / 12) ** 2 < 1) | (((yy - 45) / 28) ** 2 + ((xx - 66) / 12) ** 2 < 1)
+    img = np.where(body, 200, 20) - 140 * lungs + np.random.default_rng(0).normal(0, 5, body.shape)
+    out = LM.lung_masks("classical", pd.DataFrame({"image_id": ["a"]}), 96,
+                        pixels=np.clip(img, 0, 255).astype(np.uint8)[None])
+    assert out.approximate
+    inter, union = (out.masks[0] & lungs).sum(), (out.masks[0] | lungs).sum()
+    assert inter / union > 0.9
+
+
+def test_pspnet_without_weights_says_how_to_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="classical"):
+        LM.lung_masks("pspnet", pd.DataFrame({"image_id": ["a"]}), 8,
+                      weights=tmp_path / LM.PSPNET_WEIGHTS_NAME)
+
+
+def test_unknown_source_lists_known():
+    with pytest.raises(KeyError, match="chexmask"):
+        LM.lung_masks("nope", pd.DataFrame(), 8)
