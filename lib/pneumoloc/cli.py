@@ -1,0 +1,97 @@
+"""The ``pneumoloc`` command: generate the phantom dataset and execute run specs.
+
+    pneumoloc phantom --out data/phantom --n-images 2000 --size 256
+    pneumoloc run papermill_runs/demo.yaml [--only 02] [--from 03] [--force]
+
+Phantom flags are derived from :class:`pneumoloc.phantom.PhantomConfig`, so a new
+phantom parameter is a new flag without touching this file.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+
+__all__ = ["main", "build_parser"]
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        origin = typing.get_origin(kind)
+        if kind is bool:
+            parser.add_argument(flag, type=_bool, default=None, metavar="BOOL", help=f"default: {default}")
+        elif origin is tuple:
+            item = typing.get_args(kind)[0]
+            parser.add_argument(flag, type=item, nargs="+", default=None, help=f"default: {default}")
+        else:
+            parser.add_argument(flag, type=kind if kind in (int, float, str) else str, default=None,
+                                help=f"default: {default}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pneumoloc", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the notebooks of a run spec with papermill")
+    run.add_argument("spec", help="papermill_runs/<name>.yaml")
+    run.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (names or prefixes, e.g. 02)")
+    run.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and all after it")
+    run.add_argument("--force", action="store_true", help="rerun stages even when their inputs are unchanged")
+    run.add_argument("--run-dir", help="override papermill_runs/<name>")
+    run.add_argument("--figures-dir", help="override figures/<name>")
+
+    phantom = sub.add_parser("phantom", help="generate the phantom chest X-ray dataset")
+    phantom.add_argument("--out", default="data/phantom", help="output folder (default: data/phantom)")
+    from .phantom import PhantomConfig
+
+    _add_dataclass_flags(phantom, PhantomConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from .runs import RunFailed, run_spec
+
+        try:
+            manifest = run_spec(args.spec, only=args.only, start=args.start, force=args.force,
+                                run_dir=args.run_dir, figures_dir=args.figures_dir)
+        except RunFailed as e:
+            print(f"pneumoloc run: FAILED: {e}", file=sys.stderr)
+            return 1
+        except (ValueError, FileNotFoundError) as e:
+            print(f"pneumoloc run: {e}", file=sys.stderr)
+            return 2
+        counts: dict[str, int] = {}
+        for s in manifest["stages"]:
+            counts[s["status"]] = counts.get(s["status"], 0) + 1
+        print(f"pneumoloc run: {manifest['run']} ok ({counts}); manifest in "
+              f"papermill_runs/{manifest['run']}/manifest.json")
+        return 0
+    if args.command == "phantom":
+        from .paths import resolve
+        from .phantom import generate_phantom
+
+        overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
+                     if k not in ("command", "out") and v is not None}
+        out = generate_phantom(resolve(args.out), **overrides)
+        print(f"phantom dataset in {out}")
+        return 0
+    return 2  # pragma: no cover - argparse enforces a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
