@@ -1,0 +1,356 @@
+"""Backbones by name, and the :class:`Classifier` every notebook trains and explains.
+
+The paper's seven (Shahi & Bagale 2025) are registered in :data:`BACKBONES` by
+short name; any other timm model works by its timm name, its spec derived from
+timm's ``feature_info``. Each spec knows its Grad-CAM target layer (a dotted path
+inside the :class:`Classifier`) and, for ViT, how to reshape tokens to a map, so
+CAM code needs no per-architecture branches.
+
+Grayscale is handled once, here. Default ``in_chans=1``: timm builds a 1-channel
+first convolution and, when pretrained weights are loaded (hub or local file),
+adapts the RGB kernel by summing it over the 3 input channels
+(``timm.models.adapt_input_conv``). A grey image ``g`` repeated to RGB gives
+``sum_c W_c * g`` — exactly what the summed kernel computes — so pretrained
+responses are preserved at a third of the first-layer input cost.
+``in_chans=3`` is also accepted: the RGB kernel is kept and the model repeats the
+grey channel to 3 itself. Either way, callers always pass ``[B, 1, S, S]``.
+
+Features are timm's unpooled output (``num_classes=0, global_pool=''``): for
+MobileNet-V3 this includes its 1×1 ``conv_head`` (960→1280) applied per location;
+for ViT the patch tokens (class token dropped) reshaped to a ``S/16 × S/16`` grid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .heads import build_head
+
+__all__ = ["BackboneSpec", "BACKBONES", "register_backbone", "get_spec", "TokensToGrid",
+           "resolve_layer", "create_backbone", "Classifier", "build_model", "MODEL_KINDS",
+           "register_model_kind", "model_from_config", "WeightsUnavailableError"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """What CAM and training code need to know about a backbone.
+
+    Attributes:
+        name: registry name (short name, or the timm name for unregistered models).
+        timm_name: the timm model name.
+        target_layer: dotted path inside the :class:`Classifier` of the Grad-CAM layer.
+        reshape_transform: tokens ``[B, N, C]`` → ``[B, C, h, w]`` (ViT), else None.
+        default_size: input size used when none is given.
+    """
+    name: str
+    timm_name: str
+    target_layer: str
+    reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None
+    default_size: int
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but cannot be obtained."""
+
+
+class TokensToGrid:
+    """Reshape ViT tokens ``[B, P+N, C]`` (P prefix tokens) to ``[B, C, √N, √N]`` (square inputs)."""
+
+    def __init__(self, num_prefix_tokens: int = 1):
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim == 4:  # already a map
+            return tokens
+        patches = tokens[:, self.num_prefix_tokens:]
+        b, n, c = patches.shape
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"{n} patch tokens do not form a square grid; pneumoloc inputs are square S×S")
+        return patches.transpose(1, 2).reshape(b, c, side, side)
+
+    def __repr__(self) -> str:
+        return f"TokensToGrid(num_prefix_tokens={self.num_prefix_tokens})"
+
+
+BACKBONES: dict[str, BackboneSpec] = {}
+_TIMM_KWARGS: dict[str, Callable[[int], dict[str, Any]]] = {}
+
+
+def register_backbone(name: str, timm_name: str, target_layer: str,
+                      reshape_transform: Callable | None = None, default_size: int = 224):
+    """Decorate a function ``image_size -> extra timm kwargs`` to register a backbone."""
+    def add(kwargs_fn: Callable[[int], dict[str, Any]]) -> Callable[[int], dict[str, Any]]:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        BACKBONES[name] = BackboneSpec(name, timm_name, target_layer, reshape_transform, default_size)
+        _TIMM_KWARGS[name] = kwargs_fn
+        return kwargs_fn
+    return add
+
+
+def _no_kwargs(image_size: int) -> dict[str, Any]:
+    return {}
+
+
+# Target layers: the standard Grad-CAM layers (pytorch-grad-cam README), in timm 1.0 module names.
+register_backbone("resnet18", "resnet18", "backbone.layer4")(_no_kwargs)
+register_backbone("resnet50", "resnet50", "backbone.layer4")(_no_kwargs)
+# DenseNet: final norm of the features block (BN+ReLU in timm), = torchvision features[-1].
+register_backbone("densenet121", "densenet121", "backbone.features.norm5")(_no_kwargs)
+# EfficientNet-B0 / MobileNet-V2: the 1×1 head conv stage (conv_head+bn2, 1280 ch) = torchvision features[-1].
+register_backbone("efficientnet_b0", "efficientnet_b0", "backbone.bn2")(_no_kwargs)
+register_backbone("mobilenet_v2", "mobilenetv2_100", "backbone.bn2")(_no_kwargs)
+# MobileNet-V3: last conv stage (160→960) = torchvision features[-1].
+register_backbone("mobilenet_v3", "mobilenetv3_large_100", "backbone.blocks.6")(_no_kwargs)
+
+
+@register_backbone("vit_b_16", "vit_base_patch16_224", "backbone.blocks.11.norm1", TokensToGrid(1))
+def _vit_kwargs(image_size: int) -> dict[str, Any]:
+    # Position embeddings sized for the training size; dynamic_img_size lets other sizes run too.
+    return {"img_size": image_size, "dynamic_img_size": True}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The registered spec of ``name`` (other timm models: ``build_model(name).spec``)."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone {name!r} is not registered; registered: {sorted(BACKBONES)} "
+                         f"(any timm name also works with build_model; its spec is model.spec)")
+    return BACKBONES[name]
+
+
+def resolve_layer(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at a dotted ``path``; integer parts index containers (negative allowed).
+
+    Raises:
+        ValueError: the path does not exist (names the children available at the failing step).
+    """
+    module = model
+    for i, part in enumerate(path.split(".")):
+        children = dict(module.named_children())
+        if part in children:
+            module = children[part]
+        elif part.lstrip("-").isdigit() and isinstance(module, (nn.Sequential, nn.ModuleList)):
+            module = module[int(part)]
+        else:
+            done = ".".join(path.split(".")[:i]) or "<model>"
+            raise ValueError(f"layer path {path!r}: {done} has no child {part!r}; children: {list(children)}")
+    return module
+
+
+def _derived_spec(name: str, model: nn.Module, image_size: int | None) -> BackboneSpec:
+    """Spec of an unregistered timm model: target = last feature stage from ``feature_info``."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        raise ValueError(f"timm model {name!r} has no feature_info to find a CAM target layer; "
+                         f"pass target_layer='backbone.<module>' to build_model")
+    module = "backbone." + info[-1]["module"]
+    prefix = getattr(model, "num_prefix_tokens", None)
+    reshape = None
+    if prefix is not None:  # ViT-like: explain the last block's first norm, reshape tokens
+        reshape = TokensToGrid(prefix)
+        try:
+            resolve_layer(nn.ModuleDict({"backbone": model}), module + ".norm1")
+            module += ".norm1"
+        except ValueError:
+            pass
+    size = image_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    return BackboneSpec(name, name, module, reshape, size)
+
+
+def _local_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Backbone weights from a local file: a state dict or a timm-style checkpoint dict."""
+    from .storage import load_torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights={str(path)!r} does not exist; pass the path of a saved state dict")
+    obj = load_torch(path, check=False)  # foreign file: no sidecar, still weights_only=True
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError(f"weights={str(path)!r} is not a state dict of tensors (nor a checkpoint holding one)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _create(timm_name: str, pretrained: bool, kwargs: dict[str, Any], vit_like_size: int | None) -> nn.Module:
+    """``timm.create_model``; for an unregistered model with a size, try ViT-style sizing first."""
+    import timm
+
+    if vit_like_size is not None:
+        try:  # transformers take img_size (position embeddings); CNNs reject it with TypeError
+            return timm.create_model(timm_name, pretrained=pretrained, img_size=vit_like_size,
+                                     dynamic_img_size=True, **kwargs)
+        except TypeError:
+            pass
+    return timm.create_model(timm_name, pretrained=pretrained, **kwargs)
+
+
+def create_backbone(name: str, in_chans: int = 1, pretrained: bool = False,
+                    weights: str | Path | None = None, image_size: int | None = None) -> tuple[nn.Module, BackboneSpec]:
+    """Build a timm backbone without pooling or classifier, and its spec.
+
+    Args:
+        name: a key of :data:`BACKBONES` or any timm model name.
+        in_chans: 1 (RGB kernel summed, default) or 3 (grey repeated in the model).
+        pretrained: load timm hub weights (needs network or a populated cache).
+        weights: path of a local state dict of this timm model (wins over ``pretrained``).
+        image_size: training size (ViT position embeddings); default: the spec's.
+
+    Raises:
+        WeightsUnavailableError: ``pretrained=True`` and the hub cannot be reached.
+    """
+    import timm
+
+    spec = BACKBONES.get(name)
+    timm_name = spec.timm_name if spec else name
+    if spec is None and not timm.is_model(name):
+        raise ValueError(f"unknown backbone {name!r}: not one of {sorted(BACKBONES)} nor a timm model name "
+                         f"(see timm.list_models())")
+    size = image_size or (spec.default_size if spec else None)
+    kwargs: dict[str, Any] = dict(num_classes=0, global_pool="", in_chans=in_chans)
+    if spec:
+        kwargs.update(_TIMM_KWARGS[name](size))
+    if weights is not None:
+        sd = _local_state_dict(weights)
+        probe = _create(timm_name, False, kwargs, vit_like_size=None if spec else image_size)
+        missing = [k for k in probe.state_dict() if k not in sd and not k.endswith("num_batches_tracked")]
+        if missing:
+            raise ValueError(f"weights={str(weights)!r} does not fit timm model {timm_name!r}: "
+                             f"{len(missing)} missing keys, e.g. {missing[:5]}")
+        # timm's own loader adapts the first conv (3→in_chans), resamples ViT position
+        # embeddings and drops the classifier, exactly as for hub weights.
+        kwargs["pretrained_cfg_overlay"] = {"state_dict": sd}
+        pretrained = True
+    try:
+        model = _create(timm_name, pretrained, kwargs, vit_like_size=None if spec else image_size)
+    except Exception as err:  # network / hub errors come in many types
+        if weights is not None or not pretrained:
+            raise
+        raise WeightsUnavailableError(
+            f"pretrained=True could not fetch {timm_name!r} weights from the timm/Hugging Face hub "
+            f"({type(err).__name__}: {err}). Offline, pass weights=<path to a saved state dict>, "
+            f"or pretrained=False to train from scratch.") from err
+    if spec is None:
+        spec = _derived_spec(name, model, image_size)
+    return model, spec
+
+
+class Classifier(nn.Module):
+    """A backbone and a head, taking grey images ``[B, 1, S, S]`` (see module docstring).
+
+    Attributes:
+        backbone: the feature extractor (a timm model for built models).
+        head: a head of :mod:`pneumoloc.heads` (features → logits).
+        spec: the :class:`BackboneSpec` (``target_layer`` is a path inside this module).
+        config: plain dict from which :func:`model_from_config` rebuilds this model.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, spec: BackboneSpec, config: dict[str, Any],
+                 in_chans: int = 1):
+        super().__init__()
+        self.backbone, self.head, self.spec, self.config = backbone, head, spec, config
+        self.in_chans = in_chans
+
+    @property
+    def positive_index(self) -> int:
+        """Logit index of the pneumonia class (0 for sigmoid heads)."""
+        return int(self.config.get("positive_index", 0))
+
+    def _check(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"expected grey images [B, 1, S, S], got shape {tuple(x.shape)}")
+        return x.expand(-1, self.in_chans, -1, -1) if self.in_chans != 1 else x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature map ``[B, C, h, w]`` the head pools (ViT tokens without class token as a grid)."""
+        f = self.backbone(self._check(x))
+        if f.ndim == 3 and self.spec.reshape_transform is not None:
+            f = self.spec.reshape_transform(f)
+        return f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, K]``."""
+        return self.head(self.forward_features(x))
+
+    def class_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's own localization maps ``[B, K, h, w]`` (wildcat, linear = CAM)."""
+        if not hasattr(self.head, "class_maps"):
+            raise ValueError(f"head {self.config.get('head')!r} has no class maps; use 'wildcat' or 'linear'")
+        return self.head.class_maps(self.forward_features(x))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sigmoid of each logit, or P(pneumonia) ``[B, 1]`` for a 2-logit softmax head."""
+        if self.config.get("activation", "sigmoid") == "softmax":
+            p = self.positive_index
+            return logits.softmax(dim=1)[:, p:p + 1]
+        return torch.sigmoid(logits)
+
+
+MODEL_KINDS: dict[str, Callable[..., Classifier]] = {}
+
+
+def register_model_kind(kind: str) -> Callable[[Callable[..., Classifier]], Callable[..., Classifier]]:
+    """Register a function rebuilding a :class:`Classifier` from its ``config`` (without weights)."""
+    def add(fn: Callable[..., Classifier]) -> Callable[..., Classifier]:
+        MODEL_KINDS[kind] = fn
+        return fn
+    return add
+
+
+def _num_features(model: nn.Module) -> int:
+    # MobileNet-V3 keeps its conv_head when unpooled: its width is head_hidden_size, not num_features.
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)
+
+
+def build_model(backbone: str, head: str = "linear", num_outputs: int = 1, in_chans: int = 1,
+                pretrained: bool = False, weights: str | Path | None = None, image_size: int | None = None,
+                target_layer: str | None = None, **head_options: Any) -> Classifier:
+    """Build a :class:`Classifier` (see :func:`create_backbone` for the backbone arguments).
+
+    Args:
+        head: a key of :data:`pneumoloc.heads.HEADS`.
+        num_outputs: 1 for the binary task (sigmoid), K for K independent findings.
+        target_layer: override the spec's CAM layer (dotted path, e.g. ``"backbone.layer3"``).
+        **head_options: passed to the head (e.g. ``k=0.2, alpha=0.7, maps=8`` for wildcat).
+    """
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans={in_chans}: use 1 (summed RGB kernel) or 3 (grey repeated)")
+    net, spec = create_backbone(backbone, in_chans, pretrained, weights, image_size)
+    if target_layer is not None:
+        spec = dataclasses.replace(spec, target_layer=target_layer)
+    head_module = build_head(head, _num_features(net), num_outputs, **head_options)
+    config = {"kind": "timm", "backbone": backbone, "head": head, "num_outputs": num_outputs,
+              "in_chans": in_chans, "image_size": image_size or spec.default_size,
+              "target_layer": target_layer, "head_options": dict(head_options),
+              "init": str(weights) if weights is not None else ("timm-hub" if pretrained else "scratch")}
+    model = Classifier(net, head_module, spec, config, in_chans)
+    resolve_layer(model, spec.target_layer)  # fail now, not in notebook 03
+    return model
+
+
+@register_model_kind("timm")
+def _timm_from_config(backbone: str, head: str, num_outputs: int, in_chans: int, image_size: int,
+                      target_layer: str | None, head_options: dict[str, Any], **_: Any) -> Classifier:
+    model = build_model(backbone, head, num_outputs, in_chans, pretrained=False, image_size=image_size,
+                        target_layer=target_layer, **head_options)
+    return model
+
+
+def model_from_config(config: dict[str, Any]) -> Classifier:
+    """Rebuild an untrained :class:`Classifier` with the architecture recorded in ``config``."""
+    from . import paper_models  # noqa: F401  (registers the "paper" kind)
+
+    kind = config.get("kind")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model config kind {kind!r} unknown; known kinds: {sorted(MODEL_KINDS)}")
+    model = MODEL_KINDS[kind](**config)
+    model.config = dict(config)  # keep provenance keys (e.g. "init") of the original
+    return model
