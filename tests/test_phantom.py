@@ -1,0 +1,203 @@
+"""The phantom dataset: determinism, exact ground truth, patients, class balance, reader."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from pneumoloc.anatomy import sample_anatomy
+from pneumoloc.phantom import (PhantomConfig, _pick_mask, draw_patient_base, generate_phantom,
+                               plan_patients, render_image)
+from pneumoloc.readers import read_dataset
+
+SMALL = dict(n_images=12, size=64, workers=1)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    return generate_phantom(tmp_path_factory.mktemp("ph") / "a", **SMALL)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "phantom.json"}
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def _tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return (pd.read_csv(root / "images.csv", dtype={"image_id": str, "patient_id": str}),
+            pd.read_csv(root / "boxes.csv", dtype={"image_id": str}))
+
+
+def test_same_seed_gives_identical_files_and_another_seed_differs(phantom, tmp_path):
+    again = generate_phantom(tmp_path / "b", **SMALL)
+    assert _files(again) == _files(phantom)
+    other = _files(generate_phantom(tmp_path / "c", **{**SMALL, "seed": 1}))
+    imgs = [k for k in other if k.startswith("images/")]
+    assert imgs and all(other[k] != _files(phantom).get(k) for k in imgs)
+
+
+def test_outputs_have_the_documented_format(phantom):
+    images, boxes = _tables(phantom)
+    assert len(images) == 12 and list(boxes.columns) == ["image_id", "x", "y", "w", "h"]
+    for row in images.itertuples():
+        img, mask = _png(phantom / row.path), _png(phantom / row.mask_path)
+        assert img.dtype == np.uint8 and img.shape == (64, 64) == (row.height, row.width)
+        assert set(np.unique(mask)) == {0, 255}
+    assert set(images["view"]) == {"PA"} and set(images["sex"]) <= {"F", "M"}
+
+
+def test_every_box_is_the_tight_box_of_lung_pixels(phantom):
+    images, boxes = _tables(phantom)
+    masks = {r.image_id: _png(phantom / r.mask_path) > 0 for r in images.itertuples()}
+    assert len(boxes)
+    for b in boxes.itertuples():
+        lung = masks[b.image_id]
+        assert b.x >= 0 and b.y >= 0 and b.x + b.w <= lung.shape[1] and b.y + b.h <= lung.shape[0]
+        inside = lung[b.y:b.y + b.h, b.x:b.x + b.w]
+        # a box drawn from in-lung support touches the lungs on all four of its edges
+        assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+
+
+def test_negatives_have_no_boxes_positives_have_one_to_max(phantom):
+    images, boxes = _tables(phantom)
+    per_image = boxes.groupby("image_id").size().reindex(images["image_id"], fill_value=0).to_numpy()
+    assert (per_image[images["label"] == 0] == 0).all()
+    assert ((per_image[images["label"] == 1] >= 1) & (per_image[images["label"] == 1] <= 3)).all()
+    assert (per_image == images["n_opacities"]).all()
+
+
+def test_patients_have_one_to_four_images_sharing_label_and_lungs(phantom):
+    images, _ = _tables(phantom)
+    sizes = images.groupby("patient_id").size()
+    assert sizes.between(1, 4).all() and (sizes > 1).any()
+    assert (images.groupby("patient_id")[["label", "lung_source", "sex", "age"]].nunique() == 1).all().all()
+    for _, g in images.groupby("patient_id"):
+        masks = [_png(phantom / p) > 0 for p in g["mask_path"]]
+        for m in masks[1:]:  # same lungs, small per-image jitter
+            assert (m & masks[0]).sum() / (m | masks[0]).sum() > 0.75
+
+
+def _patient_images(cfg: PhantomConfig, patient: dict) -> tuple[object, list]:
+    anat_seq, *seqs = patient["seq"].spawn(1 + patient["n"])
+    rng = np.random.default_rng(anat_seq)
+    anat = sample_anatomy(rng, _pick_mask(rng, set()), cfg.lung_width)
+    return draw_patient_base(cfg, anat), seqs
+
+
+def test_lesions_change_pixels_only_inside_lungs_and_boxes():
+    cfg = PhantomConfig(n_images=10, size=64)
+    faint = PhantomConfig(n_images=10, size=64, conspicuity=0.0)
+    checked = 0
+    for patient in [p for p in plan_patients(cfg) if p["label"]][:3]:
+        base, seqs = _patient_images(cfg, patient)
+        for seq in seqs:
+            im, plain = render_image(cfg, base, 1, seq), render_image(faint, base, 1, seq)
+            assert (plain.lungs == im.lungs).all() and plain.boxes == im.boxes
+            changed = im.image != plain.image
+            in_box = np.zeros_like(changed)
+            for x, y, w, h in im.boxes:
+                in_box[y:y + h, x:x + w] = True
+                edges = im.opacity[y:y + h, x:x + w]
+                assert edges[0].max() > 0 and edges[-1].max() > 0 and edges[:, 0].max() > 0 \
+                    and edges[:, -1].max() > 0  # tight box of the opacity
+            assert not (changed & ~im.lungs).any() and not (changed & ~in_box).any()
+            assert not ((im.opacity > 0) & ~im.lungs).any()
+            # clearly visible at the default conspicuity: mean lift inside the lesions
+            lesion = im.opacity > 0
+            lift = im.image[lesion].astype(float).mean() - plain.image[lesion].astype(float).mean()
+            assert lift > 15
+            checked += 1
+    assert checked >= 3
+
+
+def test_images_look_like_radiographs(phantom):
+    images, _ = _tables(phantom)
+    for row in images.itertuples():
+        img, lung = _png(phantom / row.path).astype(float), _png(phantom / row.mask_path) > 0
+        cols = np.nonzero(lung.any(axis=0))[0]
+        rows = np.nonzero(lung.any(axis=1))[0]
+        cx = (cols.min() + cols.max()) // 2
+        mediastinum = img[rows.min():rows.max(), cx - 2:cx + 3]
+        assert img[lung].mean() < mediastinum.mean() - 20  # lungs dark, mediastinum bright
+        corners = np.r_[img[:4, :4].ravel(), img[:4, -4:].ravel()]
+        assert corners.mean() < img[lung].mean()  # air beside the neck is darker still
+
+
+def test_class_fraction_and_counts_follow_the_parameters():
+    cfg = PhantomConfig(n_images=4000, pneumonia_fraction=0.73)
+    plan = plan_patients(cfg)
+    labels = np.array([p["label"] for p in plan])
+    counts = np.array([p["n"] for p in plan])
+    assert counts.sum() == 4000 and counts.min() >= 1 and counts.max() <= 4
+    assert labels.sum() == round(0.73 * len(plan))
+    assert abs(np.repeat(labels, counts).mean() - 0.73) < 0.03
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), frac=st.floats(0, 1), lo=st.integers(1, 3), extra=st.integers(0, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_plan_properties(n, frac, lo, extra, seed):
+    cfg = PhantomConfig(n_images=n, pneumonia_fraction=frac, images_per_patient=(lo, lo + extra), seed=seed)
+    plan = plan_patients(cfg)
+    counts = [p["n"] for p in plan]
+    assert sum(counts) == n and all(lo <= c <= lo + extra for c in counts[:-1]) and 1 <= counts[-1]
+    assert sum(p["label"] for p in plan) == round(frac * len(plan))
+    assert len({p["patient_id"] for p in plan}) == len(plan)
+    assert [p["label"] for p in plan] == [p["label"] for p in plan_patients(cfg)]
+
+
+def test_reader_round_trips(phantom):
+    tables = read_dataset("phantom", str(phantom))
+    images, boxes = _tables(phantom)
+    assert len(tables.images) == len(images) and len(tables.boxes) == len(boxes)
+    assert tables.findings == [] and tables.has_masks and len(tables.skipped) == 0
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in tables.images["path"])
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in tables.images["mask_path"])
+    assert tables.images["label"].tolist() == images["label"].tolist()
+
+
+def test_reader_explains_how_to_generate_a_missing_phantom(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pneumoloc phantom --out"):
+        read_dataset("phantom", str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="images.csv"):
+        read_dataset("phantom", str(tmp_path / "empty"))
+
+
+def test_bad_parameters_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="valid: n_images, size"):
+        generate_phantom(tmp_path, n_imgs=3)
+    with pytest.raises(TypeError, match="n_images"):
+        PhantomConfig(n_images=2.5)
+    with pytest.raises(TypeError, match="images_per_patient"):
+        PhantomConfig(images_per_patient=(1, 2.5))
+    with pytest.raises(ValueError, match="pneumonia_fraction"):
+        PhantomConfig(pneumonia_fraction=1.5)
+    assert PhantomConfig(images_per_patient=[2, 3]).images_per_patient == (2, 3)
+    assert set(PhantomConfig.help()) == set(PhantomConfig.__dataclass_fields__)
+
+
+def test_existing_phantom_is_reused_and_a_new_config_replaces_it(tmp_path):
+    out = generate_phantom(tmp_path / "p", **{**SMALL, "n_images": 6})
+    stamp = (out / "images.csv").stat().st_mtime_ns
+    assert generate_phantom(out, **{**SMALL, "n_images": 6, "workers": 2}) == out
+    assert (out / "images.csv").stat().st_mtime_ns == stamp  # workers do not change the data
+    generate_phantom(out, **{**SMALL, "n_images": 3})
+    assert len(list((out / "images").glob("*.png"))) == 3 == len(pd.read_csv(out / "images.csv"))
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_files_as_one_process(tmp_path):
+    cfg = dict(n_images=90, size=32, images_per_patient=(1, 2))
+    one = generate_phantom(tmp_path / "one", workers=1, **cfg)
+    two = generate_phantom(tmp_path / "two", workers=2, **cfg)
+    assert _files(one) == _files(two)
