@@ -41,6 +41,18 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
                                 help=f"default: {default}")
 
 
+def _parse_sets(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"pneumoloc run: --set expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumoloc", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun stages even when their inputs are unchanged")
     run.add_argument("--run-dir", help="override papermill_runs/<name>")
     run.add_argument("--figures-dir", help="override figures/<name>")
+    run.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                     help="parameter for every notebook that declares it; VALUE is YAML (e.g. epochs=3)")
 
     phantom = sub.add_parser("phantom", help="generate the phantom chest X-ray dataset")
     phantom.add_argument("--out", default="data/phantom", help="output folder (default: data/phantom)")
@@ -68,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             manifest = run_spec(args.spec, only=args.only, start=args.start, force=args.force,
-                                run_dir=args.run_dir, figures_dir=args.figures_dir)
+                                run_dir=args.run_dir, figures_dir=args.figures_dir,
+                                overrides=_parse_sets(args.overrides))
         except RunFailed as e:
             print(f"pneumoloc run: FAILED: {e}", file=sys.stderr)
             return 1

@@ -115,7 +115,7 @@ def _execute(stage: Stage, paths: RunPaths, log) -> dict[str, Any]:
 
 def run_spec(spec_path: str | Path, only: list[str] | None = None, start: str | None = None,
              force: bool = False, run_dir: str | Path | None = None,
-             figures_dir: str | Path | None = None) -> dict[str, Any]:
+             figures_dir: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute the stages of a spec; returns the manifest.
 
     Args:
@@ -123,13 +123,14 @@ def run_spec(spec_path: str | Path, only: list[str] | None = None, start: str | 
         only, start: run part of the spec (see :func:`select_stages`).
         force: rerun stages even when their fingerprint is unchanged.
         run_dir, figures_dir: override ``papermill_runs/<name>`` and ``figures/<name>``.
+        overrides: parameters that win over the spec's (see :func:`runspec.load_spec`).
 
     Raises:
         RunFailed: a stage failed; the manifest and the executed notebook stay on disk.
     """
     from tqdm.auto import tqdm
 
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, overrides)
     root = Path(run_dir) if run_dir else spec.run_dir
     paths = RunPaths(root=root.resolve(), figures=Path(figures_dir or FIGURES_DIR / spec.name).resolve()).ensure()
     previous = load_json(paths.manifest) if paths.manifest.exists() else {}

@@ -108,7 +108,8 @@ def library_hash() -> str:
     return h.hexdigest()
 
 
-def _expand(spec_path: Path, entry: dict, common: dict, default_timeout: float) -> list[Stage]:
+def _expand(spec_path: Path, entry: dict, common: dict, default_timeout: float,
+            forced: dict | None = None) -> list[Stage]:
     unknown = sorted(set(entry) - _STAGE_KEYS)
     if unknown:
         raise ValueError(f"{spec_path}: notebook entry {entry.get('notebook')!r} has unknown keys {unknown}; "
@@ -121,6 +122,7 @@ def _expand(spec_path: Path, entry: dict, common: dict, default_timeout: float) 
     defaults = notebook_parameters(notebook)
     base = {k: v for k, v in common.items() if k in defaults}
     base.update(entry.get("parameters") or {})
+    base.update({k: v for k, v in (forced or {}).items() if k in defaults})
     timeout = float(entry.get("timeout", default_timeout))
     foreach = entry.get("foreach") or {}
     if len(foreach) > 1:
@@ -136,14 +138,22 @@ def _expand(spec_path: Path, entry: dict, common: dict, default_timeout: float) 
     stages = []
     for value in values:
         params = {**base, key: value, **(overrides.get(value) or {})}
+        params.update({k: v for k, v in (forced or {}).items() if k in defaults})
         name = f"{stem}[{value}]"
         _check_parameters(spec_path, name, params, defaults)
         stages.append(Stage(name, notebook, f"{stem}__{value}.ipynb", params, timeout))
     return stages
 
 
-def load_spec(path: str | Path) -> RunSpec:
-    """Parse and validate a run spec; relative paths are from the project root."""
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunSpec:
+    """Parse and validate a run spec; relative paths are from the project root.
+
+    Args:
+        path: the spec file.
+        overrides: parameters that win over the spec's, given to every notebook that
+            declares them (``pneumoloc run spec.yaml --set data_root=/data/rsna``); a key
+            no notebook declares is an error.
+    """
     path = resolve(path)
     if not path.exists():
         raise FileNotFoundError(f"run spec {path} does not exist; see papermill_runs/*.yaml for examples")
@@ -158,7 +168,10 @@ def load_spec(path: str | Path) -> RunSpec:
     spec = RunSpec(name=name, path=path, timeout=timeout, raw=raw)
     common = dict(raw.get("parameters") or {})
     for entry in raw["notebooks"]:
-        spec.stages.extend(_expand(path, entry, common, timeout))
+        spec.stages.extend(_expand(path, entry, common, timeout, overrides))
+    stray = sorted(set(overrides or {}) - {k for s in spec.stages for k in s.parameters})
+    if stray:
+        raise ValueError(f"{path}: overrides {stray} are declared by no notebook of this spec")
     _fingerprint(spec)
     return spec
 
