@@ -130,6 +130,7 @@ def box_masks(boxes: Sequence[np.ndarray], widths: Sequence[float], heights: Seq
     """
     if not len(boxes) == len(widths) == len(heights):
         raise ValueError("boxes, widths and heights must be row-aligned (one entry per image)")
+    widths, heights = np.asarray(widths, float), np.asarray(heights, float)
     out = np.zeros((len(boxes), size, size), bool)
     for i, b in enumerate(boxes):
         sx, sy = size / float(widths[i]), size / float(heights[i])

@@ -1,0 +1,263 @@
+"""Scoring every stored map of a run: a long table model x method x metric with patient CIs.
+
+Metrics per image (see :mod:`pneumoloc.localization` for definitions and exclusions):
+``lar``, ``hit``, ``energy``, ``lung_energy`` (lung-normalized), ``auprc``, and for each threshold
+rule ``iou@<rule>``, ``dice@<rule>``, ``rsna@<rule>`` (challenge score of the map's connected
+-component boxes; boxes are only predicted on images whose probability reaches ``rsna_gate``, as a
+detector would, and an image with neither truth nor prediction is excluded). Over images:
+``pointwise_map`` (WILDCAT pointwise detection AP). The rule ``tuned`` is a fraction of the
+maximum chosen on the validation images of the same maps (skipped when none was stored).
+
+Each metric's mean gets a 95% percentile CI resampling patients (:mod:`pneumoloc.bootstrap`).
+Beside the maps, the table holds chance rows: ``chance/uniform_lung``, ``chance/box_prior``
+and, for every map, ``variant == "shuffled_boxes"`` (:mod:`pneumoloc.baselines`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import localization as L
+from .baselines import BASELINES, box_prior_map, shuffled_box_masks
+from .bootstrap import bootstrap_ci, paired_bootstrap
+from .detection import cam_to_boxes, image_precision
+from .lungmasks import LungMasks, lung_masks
+from .thresholds import fraction_thresholds, thresholds_for, tune_fraction
+
+__all__ = ["GroundTruth", "ground_truth", "score_maps", "summarize", "pointwise_stat",
+           "score_run", "paired_comparisons", "LocalizationReport"]
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Everything maps are scored against, row-aligned with ``images``."""
+
+    images: pd.DataFrame  # image_id, patient_id, label, width, height, path, split, ...
+    boxes: list  # [k, 4] arrays, original pixels
+    box_masks: np.ndarray  # bool [N, M, M]
+    lungs: LungMasks
+
+    @property
+    def has_box(self) -> np.ndarray:
+        return self.box_masks.reshape(len(self.box_masks), -1).any(1)
+
+
+def ground_truth(tables, image_ids: Sequence[str], size: int, lung_source: str = "auto",
+                 **lung_options) -> GroundTruth:
+    """Boxes and lung masks of ``image_ids`` at ``size``; ``lung_source="auto"`` uses the dataset's
+    masks when it has them, else the (approximate) classical fallback."""
+    images = tables.images.set_index("image_id", drop=False).loc[list(map(str, image_ids))].reset_index(drop=True)
+    boxes = L.boxes_by_image(tables.boxes, images["image_id"])
+    masks = L.box_masks(boxes, images["width"], images["height"], size)
+    if lung_source == "auto":
+        lung_source = "dataset" if tables.has_masks else "classical"
+    return GroundTruth(images, boxes, masks, lung_masks(lung_source, images, size, **lung_options))
+
+
+def score_maps(maps: np.ndarray, gt: GroundTruth, probs: np.ndarray, rules: dict[str, np.ndarray],
+               rsna_gate: float = 0.5, tolerance: float = 0.0, detection: bool = True) -> dict[str, L.Scores]:
+    """All per-image metrics of ``maps`` (row-aligned with ``gt``); ``rules`` maps a rule name to
+    per-image thresholds. ``probs`` may hold NaN (no predictions): RSNA boxes then use prob 1.
+    ``detection=False`` skips the RSNA box metric (e.g. for shuffled boxes)."""
+    b, lungs = gt.box_masks, gt.lungs.masks
+    out = {"lar": L.lung_attention_ratio(maps, lungs), "hit": L.pointing_game(maps, b, tolerance),
+           "energy": L.energy_in_boxes(maps, b), "lung_energy": L.lung_normalized_energy(maps, b, lungs),
+           "auprc": L.localization_auprc(maps, b)}
+    p = np.where(np.isfinite(probs), probs, 1.0)
+    w, h = gt.images["width"].to_numpy(float), gt.images["height"].to_numpy(float)
+    for rule, t in rules.items():
+        out[f"iou@{rule}"], out[f"dice@{rule}"] = L.iou_dice(maps, b, t)
+        if not detection:
+            continue
+        preds = cam_to_boxes(maps, np.where(p >= rsna_gate, t, np.inf), w, h, p)
+        per = [image_precision(g, pr) for g, pr in zip(gt.boxes, preds)]
+        skip = np.array([s is None for s in per])
+        out[f"rsna@{rule}"] = L.Scores(np.array([0.0 if s is None else s for s in per]), ~skip,
+                                       {"no_truth_no_prediction": int(skip.sum())})
+    return out
+
+
+def pointwise_stat(hit: np.ndarray, detects: np.ndarray, probs: np.ndarray, has_box: np.ndarray) -> float:
+    """Pointwise detection AP from per-image arrays (so it can be bootstrapped by patient)."""
+    n_pos = has_box.sum()
+    if n_pos == 0:
+        raise ValueError("no positive image in this resample")
+    tp = hit.astype(bool)
+    if not tp.any():
+        return 0.0
+    return L.average_precision(tp[detects], probs[detects]) * tp.sum() / n_pos
+
+
+def summarize(scores: L.Scores, patients: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Mean over valid images with a patient-bootstrap CI and the exclusion counts."""
+    row = {"n": scores.n, **{f"excluded_{k}": v for k, v in scores.excluded.items()}}
+    if scores.n:
+        est = bootstrap_ci(np.mean, scores.values[scores.valid], groups=patients[scores.valid],
+                           n_boot=n_boot, seed=seed)
+        row.update(value=est.value, low=est.low, high=est.high)
+    return row
+
+
+def _probs(run, model: str, ids: np.ndarray) -> np.ndarray:
+    path = run.model_dir(model) / "predictions.csv"
+    if not path.exists():
+        return np.full(len(ids), np.nan)
+    pred = pd.read_csv(path, dtype={"image_id": str}).drop_duplicates("image_id").set_index("image_id")
+    return pred["prob"].reindex(ids).to_numpy(float)
+
+
+@dataclass
+class LocalizationReport:
+    """``metrics``: long table; ``per_image``: one row per valid (image, metric); ``paired``:
+    differences with paired CIs; ``undefined``: metric rows with no valid image (with counts)."""
+
+    metrics: pd.DataFrame
+    per_image: pd.DataFrame
+    paired: pd.DataFrame
+    undefined: pd.DataFrame
+
+
+def _rows(model, method, variant, info, scores, gt, probs, n_boot, seed, nonzero=None):
+    pats = gt.images["patient_id"].astype(str).to_numpy()
+    rows, pi = [], []
+    for metric, s in scores.items():
+        rows.append({"model": model, "method": method, "variant": variant, **info, "metric": metric,
+                     **summarize(s, pats, n_boot, seed)})
+        v = s.valid
+        pi.append(pd.DataFrame({"model": model, "method": method, "variant": variant, "metric": metric,
+                                "image_id": gt.images["image_id"].to_numpy()[v], "patient_id": pats[v],
+                                "label": gt.images["label"].to_numpy()[v], "prob": probs[v],
+                                "value": s.values[v]}))
+    hit = scores["hit"]
+    if nonzero is not None and np.isfinite(probs).all() and gt.has_box.any():
+        # an all-zero map makes no detection; a positive image without one counts as missed
+        arrays = ((hit.valid & (hit.values > 0)), nonzero, probs, gt.has_box)
+        est = bootstrap_ci(pointwise_stat, *arrays, groups=pats, n_boot=n_boot, seed=seed)
+        rows.append({"model": model, "method": method, "variant": variant, **info,
+                     "metric": "pointwise_map", "n": len(pats), "value": est.value, "low": est.low,
+                     "high": est.high})
+    return rows, pi
+
+
+def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Sequence[str] = (),
+              rules: Sequence[str] = ("otsu", "frac0.50"), tune: bool = True, lung_source: str = "auto",
+              rsna_gate: float = 0.5, tolerance: float = 0.0, n_boot: int = 200, seed: int = 0,
+              baselines: bool = True, progress: bool = True, **lung_options) -> LocalizationReport:
+    """Score every stored map of ``run`` on ``split`` (``models``/``methods`` empty = all)."""
+    from tqdm.auto import tqdm
+
+    from .dataset import load_tables
+    from .maps import list_maps, load_maps
+
+    tables = load_tables(run)
+    listing = list_maps(run)
+    if models:
+        listing = listing[listing["model"].isin(models)]
+    if methods:
+        listing = listing[listing["method"].isin(methods)]
+    if listing.empty:
+        raise ValueError(f"no stored maps in {run.maps} for models={list(models)} methods={list(methods)}: "
+                         f"run notebook 03 first; stored: {list_maps(run)[['model', 'method']].values.tolist()}")
+    split_of = tables.images.set_index("image_id")["split"]
+    rows, per_image, gts = [], [], {}
+    for model, method in tqdm(listing[["model", "method"]].values.tolist(), desc="scoring maps", disable=not progress):
+        ms = load_maps(run, model, method)
+        ids = ms.image_ids.astype(str)
+        sp = split_of.reindex(ids).to_numpy()
+        test = sp == split
+        if not test.any():
+            continue
+        size = ms.map_size
+        key = (size, tuple(ids[test]))
+        if key not in gts:
+            gts[key] = ground_truth(tables, ids[test], size, lung_source, **lung_options)
+        gt, maps = gts[key], ms.maps[test]
+        probs = _probs(run, model, ids[test])
+        thr = {r: thresholds_for(r, maps) for r in rules}
+        val = sp == "val"
+        tuned = np.nan
+        if tune and val.any():
+            vgt = L.box_masks(L.boxes_by_image(tables.boxes, ids[val]),
+                              *_sizes(tables, ids[val]), size)
+            if vgt.reshape(len(vgt), -1).any(1).any():
+                tuned = tune_fraction(ms.maps[val], vgt)
+                thr["tuned"] = fraction_thresholds(maps, tuned)
+        info = {"target_layer": ms.meta.get("target_layer", ""), "map_size": size,
+                "input_size": ms.meta.get("input_size", np.nan), "tuned_fraction": tuned,
+                "lung_source": gt.lungs.source, "lungs_approximate": gt.lungs.approximate}
+        nonzero = maps.reshape(len(maps), -1).max(1) > 0
+        r, pi = _rows(model, method, "maps", info, score_maps(maps, gt, probs, thr, rsna_gate, tolerance),
+                      gt, probs, n_boot, seed, nonzero)
+        rows += r
+        per_image += pi
+        shuffled = replace(gt, box_masks=shuffled_box_masks(gt.box_masks, gt.images["patient_id"], seed))
+        sc = score_maps(maps, shuffled, probs, thr, rsna_gate, tolerance, detection=False)
+        sc.pop("lar")  # lungs are not shuffled: LAR is the same as for the real boxes
+        rows += _rows(model, method, "shuffled_boxes", info, sc, shuffled, probs, n_boot, seed)[0]
+    if baselines:
+        rows += _chance_rows(tables, gts, rules, rsna_gate, n_boot, seed)
+    metrics = pd.DataFrame(rows)
+    excl = [c for c in metrics if c.startswith("excluded_")]
+    metrics[excl] = metrics[excl].fillna(0).astype(int)
+    undefined = metrics["value"].isna()  # no valid image: listed in ``undefined``, never a NaN row
+    per_image = pd.concat(per_image, ignore_index=True) if per_image else pd.DataFrame()
+    return LocalizationReport(metrics[~undefined].reset_index(drop=True), per_image,
+                              paired_comparisons(per_image, n_boot, seed),
+                              metrics[undefined].reset_index(drop=True))
+
+
+def _sizes(tables, ids) -> tuple[np.ndarray, np.ndarray]:
+    im = tables.images.set_index("image_id").loc[list(ids)]
+    return im["width"].to_numpy(float), im["height"].to_numpy(float)
+
+
+def _chance_rows(tables, gts: dict, rules, rsna_gate, n_boot, seed) -> list[dict]:
+    train = tables.images[tables.images["split"] == "train"]
+    rows = []
+    for (size, _), gt in gts.items():
+        try:
+            prior = box_prior_map(L.boxes_by_image(tables.boxes, train["image_id"]),
+                                  train["width"].to_numpy(float), train["height"].to_numpy(float), size)
+        except ValueError:
+            prior = None
+        for name, build in BASELINES.items():
+            if name == "box_prior" and prior is None:
+                continue
+            maps = np.ascontiguousarray(build(gt.lungs.masks, prior=prior))
+            thr = {r: thresholds_for(r, maps) for r in rules}
+            ones = np.ones(len(maps))
+            info = {"target_layer": "", "map_size": size, "input_size": np.nan, "tuned_fraction": np.nan,
+                    "lung_source": gt.lungs.source, "lungs_approximate": gt.lungs.approximate}
+            rows += _rows("chance", name, "maps", info, score_maps(maps, gt, ones, thr, rsna_gate),
+                          gt, np.full(len(maps), np.nan), n_boot, seed)[0]
+    return rows
+
+
+def paired_comparisons(per_image: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Mean difference a - b with a paired patient-bootstrap CI on the images valid for both:
+    every backbone pair for the same method, and every method pair for the same backbone."""
+    if per_image.empty:
+        return pd.DataFrame()
+    df = per_image[per_image["variant"] == "maps"]
+    systems = df[["model", "method"]].drop_duplicates().values.tolist()
+    pairs = [(a, b) for i, a in enumerate(systems) for b in systems[i + 1:]
+             if (a[0] == b[0]) != (a[1] == b[1])]
+    rows = []
+    for metric, dm in df.groupby("metric"):
+        by = {k: g.set_index("image_id") for k, g in dm.groupby(["model", "method"])}
+        for a, b in pairs:
+            if tuple(a) not in by or tuple(b) not in by:
+                continue
+            ga, gb = by[tuple(a)], by[tuple(b)]
+            common = ga.index.intersection(gb.index)
+            if len(common) < 2:
+                continue
+            est = paired_bootstrap(np.mean, [ga.loc[common, "value"].to_numpy()], [gb.loc[common, "value"].to_numpy()],
+                                   groups=ga.loc[common, "patient_id"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
+            rows.append({"metric": metric, "comparison": "backbone" if a[1] == b[1] else "method",
+                         "model_a": a[0], "method_a": a[1], "model_b": b[0], "method_b": b[1], "n": len(common),
+                         "diff": est.value, "low": est.low, "high": est.high})
+    return pd.DataFrame(rows)
