@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "xrv_data_file", "load_nih_table", "load_rsna_labels", "load_rsna_headers", "image_level_split",
+    "xrv_data_file", "load_nih_table", "load_rsna_labels", "load_rsna_headers",
     "split_leakage", "nih_leakage_audit", "rsna_box_stats", "plot_leakage", "plot_rsna_boxes",
     "compare_with_reference", "REFERENCE_CHECKS",
 ]
@@ -51,17 +51,6 @@ def load_rsna_headers(path: str | Path | None = None) -> pd.DataFrame:
     return pd.read_csv(path or xrv_data_file("kaggle_stage_2_train_images_dicom_headers.csv.gz"), index_col=0)
 
 
-def image_level_split(n: int, ratios=(0.7, 0.15, 0.15), seed: int = 0) -> np.ndarray:
-    """The naive split: images shuffled and cut by ``ratios``, patients ignored."""
-    ratios = np.asarray(ratios, float) / np.sum(ratios)
-    order = np.random.default_rng(seed).permutation(n)
-    cuts = np.round(np.cumsum(ratios)[:-1] * n).astype(int)
-    out = np.empty(n, dtype=object)
-    for name, idx in zip(("train", "val", "test"), np.split(order, cuts)):
-        out[idx] = name
-    return out
-
-
 def split_leakage(patients: pd.Series, split: pd.Series) -> pd.DataFrame:
     """Per evaluation split (val, test): images and patients that also appear in train.
 
@@ -88,13 +77,13 @@ def nih_leakage_audit(table: pd.DataFrame | None = None, ratios=(0.7, 0.15, 0.15
     patient split comes from :func:`pneumoloc.splits.patient_split` (stratified on
     Pneumonia) and must show zero leaked images.
     """
-    from .splits import patient_split
+    from .splits import image_level_split, patient_split
 
     table = load_nih_table() if table is None else table
     images = pd.DataFrame({"image_id": table["Image Index"].astype(str),
                            "patient_id": table["Patient ID"].astype(str),
                            "label": table["Finding Labels"].str.contains("Pneumonia").astype(int)})
-    naive = split_leakage(images["patient_id"], image_level_split(len(images), ratios, seed))
+    naive = split_leakage(images["patient_id"], image_level_split(images, ratios, seed))
     wise = split_leakage(images["patient_id"], patient_split(images, ratios=ratios, seed=seed))
     return pd.concat({"image-level": naive, "patient-wise": wise}, names=["scheme", "split"])
 

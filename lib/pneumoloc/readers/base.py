@@ -121,8 +121,9 @@ def check_values(df: pd.DataFrame, column: str, allowed: Iterable, path: Path, l
     bad = ~col.isin(allowed) & ~(col.isna() if allow_nan else False)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
+        value = col.iloc[i].item() if hasattr(col.iloc[i], "item") else col.iloc[i]
         raise LayoutError(
-            f"{path}: line {i + 2}, column {column!r}: value {col.iloc[i]!r} not in {allowed}"
+            f"{path}: line {i + 2}, column {column!r}: value {value!r} not in {allowed}"
             f"{' or blank' if allow_nan else ''} ({int(bad.sum())} bad rows); expected layout: {layout}")
 
 
