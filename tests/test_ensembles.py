@@ -184,3 +184,72 @@ def test_compare_systems_reference_row_is_zero_and_matches_sklearn():
     assert t.loc["weak", "d_roc_auc_low"] <= t.loc["weak", "d_roc_auc"] <= t.loc["weak", "d_roc_auc_high"]
     with pytest.raises(KeyError, match="reference"):
         compare_systems(Y_TEST, groups, systems, "missing", n_boot=5)
+
+
+def test_compare_systems_intervals_equal_the_bootstrap_module():
+    from pneumoloc.bootstrap import bootstrap_ci, paired_bootstrap
+    from pneumoloc.evaluation import binary_metrics
+
+    groups = np.repeat(np.arange(N // 2), 2)
+    systems = {"strong": TEST[:, 0], "weak": TEST[:, 2]}
+    t = compare_systems(Y_TEST, groups, systems, "strong", n_boot=40, seed=3).set_index("system")
+    for m in ("roc_auc", "f1"):
+        def stat(a, b, m=m):
+            return binary_metrics(a, b, 0.5)[m]
+        est = bootstrap_ci(stat, Y_TEST, TEST[:, 2], groups=groups, n_boot=40, seed=3)
+        d = paired_bootstrap(stat, (Y_TEST, TEST[:, 2]), (Y_TEST, TEST[:, 0]), groups, n_boot=40, seed=3)
+        assert (t.loc["weak", m], t.loc["weak", f"{m}_low"], t.loc["weak", f"{m}_high"]) == pytest.approx(
+            (est.value, est.low, est.high), abs=1e-12)
+        assert (t.loc["weak", f"d_{m}"], t.loc["weak", f"d_{m}_low"], t.loc["weak", f"d_{m}_high"]) == pytest.approx(
+            (d.value, d.low, d.high), abs=1e-12)
+
+
+def test_compare_localization_equals_bootstrap_module_and_respects_exclusions():
+    from pneumoloc.bootstrap import bootstrap_ci, paired_bootstrap
+    from pneumoloc.ensemble_report import compare_localization
+    from pneumoloc.localization import Scores
+
+    rng = np.random.default_rng(5)
+    groups = np.repeat(np.arange(15), 2)
+    a, b = rng.random(30), rng.random(30)
+    ok = np.ones(30, bool)
+    scores = {"ref": {"hit": Scores(b, ok, {})}, "ens": {"hit": Scores(a, ok, {})}}
+    t = compare_localization(scores, groups, "ref", n_boot=60, seed=2).set_index("system")
+    est = bootstrap_ci(np.mean, a, groups=groups, n_boot=60, seed=2)
+    d = paired_bootstrap(np.mean, (a,), (b,), groups, n_boot=60, seed=2)
+    assert (t.loc["ens", "value"], t.loc["ens", "low"], t.loc["ens", "high"]) == pytest.approx((est.value, est.low, est.high))
+    assert (t.loc["ens", "d"], t.loc["ens", "d_low"], t.loc["ens", "d_high"]) == pytest.approx((d.value, d.low, d.high))
+    # an image excluded for either system is left out of both
+    va = ok.copy()
+    va[:10] = False
+    scores["ens"]["hit"] = Scores(np.where(va, a, 0.0), va, {"no_box": 10})
+    t = compare_localization(scores, groups, "ref", n_boot=20).set_index("system")
+    assert t.loc["ens", "n"] == 20 and t.loc["ens", "excluded"] == 10
+    assert t.loc["ens", "value"] == pytest.approx(a[10:].mean())
+    assert t.loc["ens", "d"] == pytest.approx(a[10:].mean() - b[10:].mean())
+    assert t.loc["ref", "n"] == 30 and t.loc["ref", "d"] == 0
+
+
+def test_every_ensemble_figure_is_returned():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from pneumoloc import ensemble_plots as ep
+    from pneumoloc.calibration import reliability_table
+
+    groups = np.repeat(np.arange(N // 2), 2)
+    cls = compare_systems(Y_TEST, groups, {"a": TEST[:, 0], "b": TEST[:, 1]}, "a", n_boot=5)
+    mat = pd.DataFrame(np.eye(2), index=["a", "b"], columns=["a", "b"])
+    maps = RNG.random((2, 3, 4, 4))
+    loc = pd.DataFrame({"system": ["a", "b"], "metric": "hit", "n": 3, "value": [0.5, 0.6],
+                        "low": [0.4, 0.5], "high": [0.6, 0.7]})
+    eff = pd.DataFrame({"system": ["a", "b"], "params": [1e6, 2e6], "roc_auc": [0.8, 0.9]})
+    figs = [ep.plot_differences(cls, "roc_auc", "a"), ep.plot_matrix(mat, "m"),
+            ep.plot_reliability({"a": reliability_table(Y_TEST, TEST[:, 0])}, {"a": 0.1}),
+            ep.plot_frontier(eff, ["params"], ["roc_auc"], label="system", highlight=["a"]),
+            ep.plot_map_cases(maps, ["a", "b"], maps[0], maps.std(0), ["x", "y", "z"],
+                              images=RNG.random((3, 4, 4)), boxes=[np.array([[0, 0, 2, 2]])] * 3),
+            ep.plot_localization(loc, "a"), ep.plot_table(cls[["system", "roc_auc"]].round(3))]
+    assert all(isinstance(f, Figure) for f in figs)
