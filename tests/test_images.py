@@ -83,6 +83,11 @@ def test_dicom_12bit_without_window_is_minmax(tmp_path):
     assert np.abs(out - np.round((p - 100.0) / 3900 * 255)).max() <= 1
 
 
+def test_dicom_8bit_without_window_is_kept(tmp_path):
+    p = np.uint8(xray_like(32) * 0.5 + 40)  # does not span 0..255: must not be stretched
+    assert np.array_equal(read_grayscale(write_dicom(tmp_path / "a.dcm", p, bits_stored=8)), p)
+
+
 def test_dicom_16bit(tmp_path):
     p = (xray_like(32).astype(np.uint16) * 257)
     out = read_grayscale(write_dicom(tmp_path / "a.dcm", p, bits_stored=16))

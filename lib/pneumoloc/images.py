@@ -191,7 +191,8 @@ def _read_dicom(path) -> np.ndarray:
 
 
 def _apply_voi(x: np.ndarray, ds) -> np.ndarray:
-    """VOI LUT sequence first (C.11.2: it takes precedence in viewers), else window, else min-max."""
+    """VOI LUT sequence first (C.11.2: it takes precedence in viewers), else window, else
+    8-bit values as stored, else min-max."""
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         item = ds.VOILUTSequence[0]
         n, first, bits = (int(v) for v in item.LUTDescriptor)
@@ -202,6 +203,8 @@ def _apply_voi(x: np.ndarray, ds) -> np.ndarray:
         return np.round(lut[idx] * (255.0 / top)).astype(np.uint8)
     if "WindowCenter" in ds and "WindowWidth" in ds:
         return window_to_uint8(x, _first(ds.WindowCenter), _first(ds.WindowWidth))
+    if int(ds.get("BitsStored", 16)) <= 8 and x.min() >= 0 and x.max() <= 255:
+        return np.round(x).astype(np.uint8)  # 8-bit (e.g. RSNA): already display values
     return _minmax_uint8(x)
 
 
