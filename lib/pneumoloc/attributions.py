@@ -111,8 +111,7 @@ def _head_maps(ex: Explainable, x: torch.Tensor, target: str, head_type: str | N
         raise ValueError(f"the model's head is {type(head).__name__}: this method needs "
                          f"{head_type or 'a head with class_maps'} (build_model(..., head=...))")
     with torch.no_grad():
-        feats = ex.model.forward_features(x)
-        maps = head.class_maps(feats)  # [B,K,h,w]
+        maps = head.class_maps(ex.model.forward_features(x))  # [B,K,h,w]
         logits = ex.model(x)
     index, sign = resolve_targets(logits, ex.positive_index, target)
     out = []

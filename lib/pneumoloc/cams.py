@@ -161,10 +161,9 @@ class Explainable:
 
 def resolve_layer(model: nn.Module, dotted: str) -> nn.Module:
     """The sub-module at ``dotted`` (``"backbone.layer4"``, ``"backbone.blocks.11.norm1"``)."""
-    try:
-        return model.get_submodule(dotted)
-    except AttributeError as e:
-        raise ValueError(f"target_layer {dotted!r} is not a module of {type(model).__name__}: {e}") from None
+    from .backbones import resolve_layer as _resolve
+
+    return _resolve(model, dotted)
 
 
 def prepare_model(model: nn.Module, target_layer: str = "", reshape_transform: Callable | None = None,

@@ -1,0 +1,186 @@
+"""The CAM engine against the grad-cam package (the independent reference)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pneumoloc import cams
+from pneumoloc.backbones import BACKBONES, build_model
+
+torch.set_num_threads(1)  # the test machine is shared; avoid oversubscription
+SIZE = 64  # CNN feature maps 2x2, ViT-B/16 token grid 4x4: small but not constant
+
+
+@lru_cache(maxsize=None)
+def _model(name: str, outputs: int = 1):
+    torch.manual_seed(0)
+    return build_model(name, num_outputs=outputs, image_size=SIZE).eval()
+
+
+@lru_cache(maxsize=None)
+def _explainable(name: str) -> cams.Explainable:
+    return cams.prepare_model(_model(name))
+
+
+def _x(b: int = 2, size: int = SIZE, seed: int = 1) -> torch.Tensor:
+    return torch.randn(b, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+class TinyNet(nn.Module):
+    """Conv net with an in-place ReLU after the target layer; ``k`` logits."""
+
+    def __init__(self, k: int = 1, positive_index: int = 0):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(6, 8, 3, stride=2, padding=1))
+        self.act = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(8, k)
+        self.positive_index = positive_index
+
+    def forward(self, x):
+        return self.fc(self.act(self.features(x)).mean(dim=(2, 3)))
+
+
+def _reference(model, layer, x, targets, cls="GradCAM", reshape=None):
+    import pytorch_grad_cam as pgc
+
+    model = model.eval()
+    with getattr(pgc, cls)(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        return torch.from_numpy(cam(input_tensor=x, targets=targets))
+
+
+@pytest.mark.parametrize("method", sorted(cams.FAST_CAMS))
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_fast_path_equals_grad_cam_package(backbone, method):
+    ex = _explainable(backbone)
+    x = _x(4)
+    # "predicted": a random linear head's pneumonia CAM can be negative everywhere (ReLU -> 0);
+    # explaining the predicted side (sign flipped for negative logits) always leaves evidence.
+    fast = cams.explain(ex, x, method, "predicted")
+    ref = cams.library_cams(ex, x, "predicted", method)
+    assert fast.shape == (4, 1, SIZE, SIZE)
+    assert fast.amax(dim=(1, 2, 3)).max() > 0.99  # a real map, not only all-zero ones
+    assert (fast - ref).abs().max() <= 1e-5
+
+
+def test_gradcam_matches_package_with_its_own_targets_and_model():
+    """The binary target is BinaryClassifierOutputTarget(1), on the caller's own (unprepared) model."""
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    torch.manual_seed(0)
+    net = TinyNet()
+    ex = cams.prepare_model(net, target_layer="features.2")
+    x = _x(3, 16)
+    ref_net = TinyNet()
+    ref_net.load_state_dict(net.state_dict())
+    for m in ref_net.modules():  # the package itself needs out-of-place ReLUs after the hook
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    ref = _reference(ref_net, ref_net.features[2], x, [BinaryClassifierOutputTarget(1)] * 3)
+    assert (cams.explain(ex, x, "gradcam")[:, 0] - ref).abs().max() <= 1e-5
+
+
+def test_two_logit_model_explains_positive_index_and_predicted_uses_argmax():
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    net = TinyNet(k=2, positive_index=1)
+    ex = cams.prepare_model(net, target_layer="features.2")
+    x = _x(4, 16)
+    ref_net = cams.prepare_model(net, target_layer="features.2").model.requires_grad_(True)
+    ref1 = _reference(ref_net, ref_net.features[2], x, [ClassifierOutputTarget(1)] * 4)
+    assert (cams.explain(ex, x, "gradcam", "pneumonia")[:, 0] - ref1).abs().max() <= 1e-5
+    pred = net(x).argmax(1).tolist()
+    ref_pred = _reference(ref_net, ref_net.features[2], x, [ClassifierOutputTarget(p) for p in pred])
+    assert (cams.explain(ex, x, "gradcam", "predicted")[:, 0] - ref_pred).abs().max() <= 1e-5
+
+
+def test_predicted_target_flips_sign_for_negative_single_logit():
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    torch.manual_seed(3)
+    net = TinyNet()
+    x = _x(6, 16, seed=4)
+    with torch.no_grad():
+        net.fc.bias -= net(x)[:, 0].median() + 1e-4  # about half the images predicted negative
+    logits = net(x)[:, 0].detach()
+    assert (logits < 0).any() and (logits >= 0).any(), "test needs both predictions"
+    ex = cams.prepare_model(net, target_layer="features.2")
+    ref_net = ex.model
+    with ex.trainable():
+        ref = _reference(ref_net, ref_net.features[2], x,
+                         [BinaryClassifierOutputTarget(int(v >= 0)) for v in logits], "HiResCAM")
+    got = cams.explain(ex, x, "hirescam", "predicted")[:, 0]
+    assert (got - ref).abs().max() <= 1e-5
+    neg = logits < 0
+    assert (got[neg] - cams.explain(ex, x, "hirescam", "pneumonia")[neg, 0]).abs().max() > 0.05
+
+
+def test_findings_give_one_map_per_output():
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    net = TinyNet(k=3)
+    ex = cams.prepare_model(net, target_layer="features.2")
+    x = _x(2, 16)
+    got = cams.explain(ex, x, "gradcam++", "findings")
+    assert got.shape == (2, 3, 16, 16)
+    with ex.trainable():
+        for k in range(3):
+            ref = _reference(ex.model, ex.model.features[2], x, [ClassifierOutputTarget(k)] * 2, "GradCAMPlusPlus")
+            assert (got[:, k] - ref).abs().max() <= 1e-5
+
+
+def test_prepare_model_copies_and_disables_inplace_and_freezes():
+    model = _model("densenet121")
+    assert any(getattr(m, "inplace", False) for m in model.modules())
+    ex = _explainable("densenet121")
+    assert not any(getattr(m, "inplace", False) for m in ex.model.modules())
+    assert any(getattr(m, "inplace", False) for m in model.modules()), "caller's model untouched"
+    assert not any(p.requires_grad for p in ex.model.parameters())
+    cams.explain(ex, _x(1), "gradcam")
+    assert all(p.grad is None for p in ex.model.parameters()), "no parameter gradients on the fast path"
+
+
+@pytest.mark.parametrize("method", ["eigencam", "scorecam", "ablationcam"])
+def test_library_only_methods_run_through_the_registry(method):
+    torch.manual_seed(0)
+    net = TinyNet()
+    ex = cams.prepare_model(net, target_layer="features.2")
+    x = _x(2, 16)
+    got = cams.explain(ex, x, method)
+    with ex.trainable():
+        cls = cams.LIBRARY_CAMS[method]
+        from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+        ref = _reference(ex.model, ex.model.features[2], x, [BinaryClassifierOutputTarget(1)] * 2, cls)
+    assert got.shape == (2, 1, 16, 16)
+    assert float(got.min()) >= 0 and float(got.max()) <= 1
+    assert np.allclose(got[:, 0], cams.normalize_maps(ref), atol=1e-5)
+
+
+def test_normalize_keeps_constant_maps_at_zero():
+    m = torch.stack([torch.full((4, 4), 3.0), torch.arange(16.0).view(4, 4)])
+    out = cams.normalize_maps(m)
+    assert out[0].abs().max() == 0
+    assert out[1].min() == 0 and abs(float(out[1].max()) - 1) < 1e-6
+
+
+def test_unknown_names_list_the_registry():
+    ex = cams.prepare_model(TinyNet(), target_layer="features.2")
+    with pytest.raises(KeyError, match="gradcam"):
+        cams.explain(ex, _x(1, 16), "gradcamm")
+    with pytest.raises(KeyError, match="pneumonia"):
+        cams.explain(ex, _x(1, 16), "gradcam", target="normal")
+    with pytest.raises(ValueError, match="target_layer"):
+        cams.prepare_model(TinyNet())
+
+
+def test_registry_holds_every_required_method():
+    required = {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "scorecam",
+                "ablationcam", "gradient", "smoothgrad", "intgrad", "smoothgrad_ig", "guided_backprop",
+                "guided_gradcam", "wildcat"}
+    assert required <= set(cams.method_names())
