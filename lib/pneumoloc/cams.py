@@ -151,12 +151,13 @@ class Explainable:
     @contextmanager
     def trainable(self) -> Iterator[nn.Module]:
         """Parameters require grad inside the block (the grad-cam package and captum's
-        guided backprop need a graph from the input); frozen again afterwards."""
+        guided backprop need a graph from the input); frozen again, gradients dropped, afterwards."""
         self.model.requires_grad_(True)
         try:
             yield self.model
         finally:
             self.model.requires_grad_(False)
+            self.model.zero_grad(set_to_none=True)
 
 
 def resolve_layer(model: nn.Module, dotted: str) -> nn.Module:

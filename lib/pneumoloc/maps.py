@@ -214,7 +214,7 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str = "t
     pixels = cached_images(images, size, progress=progress)
     out = np.zeros((len(ids), len(names), map_size, map_size), np.float16)
     for start in tqdm(range(0, len(ids), batch_size), desc=f"{model_name} {method}", disable=not progress):
-        x = to_input(np.asarray(pixels[start:start + batch_size]))
+        x = to_input(np.array(pixels[start:start + batch_size]))  # a writable copy of the memmap rows
         out[start:start + len(x)] = resize_maps(explain(ex, x, method, target), map_size).numpy()
     result = {}
     for t, name in enumerate(names):

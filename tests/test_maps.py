@@ -1,0 +1,127 @@
+"""The compute-once map store on a tiny run with a random-weight checkpoint."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pneumoloc import cams, maps as M
+from pneumoloc.backbones import build_model
+from pneumoloc.checkpoints import save_checkpoint
+from pneumoloc.dataset import DatasetTables, save_tables
+from pneumoloc.paths import RunPaths
+
+torch.set_num_threads(1)
+SIZE = 64
+
+
+def make_run(tmp_path, n: int = 8, findings: tuple[str, ...] = (), backbone: str = "resnet18",
+             seed: int = 0) -> RunPaths:
+    """A run with n non-square images (half positive, with boxes and lung masks), a split,
+    a random-weight checkpoint and predictions."""
+    rng = np.random.default_rng(seed)
+    run = RunPaths.from_params(str(tmp_path / "run"), str(tmp_path / "figures")).ensure()
+    rows, boxes = [], []
+    for i in range(n):
+        img = (rng.random((40, 48)) * 255).astype(np.uint8)
+        lung = np.zeros((40, 48), np.uint8)
+        lung[8:32, 6:20] = 255
+        lung[8:32, 28:42] = 255
+        Image.fromarray(img).save(tmp_path / f"im{i}.png")
+        Image.fromarray(lung).save(tmp_path / f"mask{i}.png")
+        label = i % 2
+        row = {"image_id": f"im{i}", "patient_id": f"p{i // 2}", "path": str(tmp_path / f"im{i}.png"),
+               "label": label, "width": 48, "height": 40, "mask_path": str(tmp_path / f"mask{i}.png"),
+               "split": "test" if i >= 2 else "train"}
+        for k, f in enumerate(findings):
+            row[f] = float((i + k) % 2)
+        rows.append(row)
+        if label:
+            boxes.append({"image_id": f"im{i}", "x": 8.0, "y": 10.0, "w": 12.0, "h": 16.0})
+    images = pd.DataFrame(rows)
+    tables = DatasetTables(images.drop(columns="split"), pd.DataFrame(boxes, columns=["image_id", "x", "y", "w", "h"]),
+                           name="test", root=str(tmp_path), findings=list(findings))
+    save_tables(run, tables, images=images)
+    torch.manual_seed(seed)
+    model = build_model(backbone, num_outputs=max(1, len(findings)), image_size=SIZE)
+    save_checkpoint(run.model_dir(backbone) / "best.pt", model)
+    test = images[images["split"] == "test"]
+    probs = np.linspace(0.05, 0.95, len(test))
+    pd.DataFrame({"image_id": test["image_id"], "patient_id": test["patient_id"], "split": "test",
+                  "label": test["label"], "prob": probs}).to_csv(run.model_dir(backbone) / "predictions.csv", index=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("maps"))
+
+
+def test_compute_store_and_load(run):
+    out = M.compute_maps(run, "resnet18", "gradcam", map_size=16, batch_size=4, target="predicted", progress=False)
+    stored = M.load_maps(run, "resnet18", "gradcam")
+    assert list(out) == ["gradcam"]
+    assert stored.maps.dtype == np.float16 and stored.maps.shape == (6, 16, 16)
+    assert list(stored.image_ids) == [f"im{i}" for i in range(2, 8)]
+    assert float(stored.maps.min()) >= 0 and float(stored.maps.max()) <= 1
+    assert stored.meta["checkpoint_sha256"] and stored.meta["target_layer"] == "backbone.layer4"
+    assert stored.meta["input_size"] == SIZE and stored.meta["parameters"]["map_size"] == 16
+    listed = M.list_maps(run)
+    assert listed[["model", "method"]].values.tolist() == [["resnet18", "gradcam"]]
+
+
+def test_stored_maps_equal_the_grad_cam_package_resized(run):
+    from pneumoloc.cache import cached_images
+    from pneumoloc.checkpoints import load_model
+    from pneumoloc.dataset import load_tables
+    from pneumoloc.transforms import to_input
+
+    M.compute_maps(run, "resnet18", "gradcam", map_size=16, target="predicted", progress=False)
+    stored = M.load_maps(run, "resnet18", "gradcam")
+    images = load_tables(run).images.set_index("image_id").loc[list(stored.image_ids)].reset_index()
+    x = to_input(np.asarray(cached_images(images, SIZE, progress=False)))
+    ex = cams.prepare_model(load_model(run.model_dir("resnet18") / "best.pt"))
+    ref = M.resize_maps(cams.library_cams(ex, x, "predicted", "gradcam"), 16)[:, 0].numpy()
+    assert np.abs(stored.maps.astype(np.float32) - ref).max() < 2e-3  # float16 storage
+
+
+def test_up_to_date_maps_are_not_recomputed_and_changes_are(run, monkeypatch):
+    M.compute_maps(run, "resnet18", "hirescam", map_size=16, progress=False)
+    real = cams.explain
+    calls = []
+    monkeypatch.setattr(cams, "explain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    M.compute_maps(run, "resnet18", "hirescam", map_size=16, progress=False)
+    assert calls == []
+    M.compute_maps(run, "resnet18", "hirescam", map_size=8, progress=False)  # parameters changed
+    assert calls and M.load_maps(run, "resnet18", "hirescam").map_size == 8
+    calls.clear()
+    torch.manual_seed(99)  # a retrained checkpoint: new sha256
+    save_checkpoint(run.model_dir("resnet18") / "best.pt", build_model("resnet18", image_size=SIZE))
+    M.compute_maps(run, "resnet18", "hirescam", map_size=8, progress=False)
+    assert calls
+
+
+def test_findings_store_one_file_per_finding(tmp_path):
+    run = make_run(tmp_path, n=4, findings=("Effusion", "Pneumonia"))
+    out = M.compute_maps(run, "resnet18", "gradcam", map_size=8, target="findings", progress=False)
+    assert sorted(out) == ["gradcam@Effusion", "gradcam@Pneumonia"]
+    assert set(M.list_maps(run)["method"]) == {"gradcam@Effusion", "gradcam@Pneumonia"}
+    assert M.load_maps(run, "resnet18", "gradcam@Effusion").maps.shape == (2, 8, 8)
+
+
+def test_clear_errors(run):
+    with pytest.raises(FileNotFoundError, match="compute_maps"):
+        M.load_maps(run, "resnet18", "layercam")
+    with pytest.raises(KeyError, match="gradcam"):
+        M.compute_maps(run, "resnet18", "gradcan", progress=False)
+    with pytest.raises(FileNotFoundError, match="notebook 02"):
+        M.compute_maps(run, "densenet121", "gradcam", progress=False)
+
+
+def test_mapset_take_by_id():
+    s = M.MapSet(np.array(["a", "b"]), np.stack([np.zeros((2, 2)), np.ones((2, 2))]).astype(np.float16))
+    assert s.take(["b", "a"])[:, 0, 0].tolist() == [1.0, 0.0]
+    with pytest.raises(KeyError, match="c"):
+        s.take(["c"])
