@@ -67,6 +67,9 @@ def test_window_formula_matches_pydicom():
     assert np.abs(window_to_uint8(x, 1500, 1000) - ref).max() <= 1
     # hand-worked: centre maps to mid-grey, below/above the window clip
     assert window_to_uint8(np.array([0.0, 1500.0, 4000.0]), 1500, 1000).tolist() == [0, 128, 255]
+    big = np.random.default_rng(0).integers(-1024, 3000, (128, 128)).astype(np.int16)  # lookup-table path
+    assert np.array_equal(window_to_uint8(big, 40, 400), window_to_uint8(big.astype(float), 40, 400))
+    assert window_to_uint8(np.array([9.0, 10.0, 11.0]), 10, 1).tolist() == [0, 255, 255]  # w=1: threshold
 
 
 def test_dicom_window_and_rescale(tmp_path):

@@ -102,13 +102,14 @@ def _read_pil(path) -> np.ndarray:
     im = _open_pil(path)
     try:
         with im:
-            im = ImageOps.exif_transpose(im)  # phone photos of films carry a rotation tag
+            if im.getexif().get(0x0112, 1) != 1:  # EXIF Orientation: phone photos of films
+                im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 return _minmax_uint8(np.asarray(im).astype(np.float64))
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             # ITU-R 601-2 luma (PIL's "L" conversion); alpha is dropped.
-            return np.asarray(im.convert("L"))
+            return np.asarray(im if im.mode == "L" else im.convert("L"))
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{path}: cannot decode image ({e})") from e
 
@@ -125,14 +126,23 @@ def _minmax_uint8(x: np.ndarray) -> np.ndarray:
 def window_to_uint8(x: np.ndarray, center: float, width: float) -> np.ndarray:
     """Linear VOI window of DICOM PS3.3 C.11.2.1.2.1, output range 0..255.
 
-    ``y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255`` inside the window, 0 below and
-    255 above it.
+    ``y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255`` clipped to 0..255 (the standard's
+    three cases: 0 below the window, 255 above, linear inside); ``w <= 1`` is a threshold.
+    Integer images go through a lookup table over their value range (one pass, no floats).
     """
-    c, w = float(center), max(float(width), 1.0)
-    lo, hi = c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2
-    y = ((x - (c - 0.5)) / max(w - 1, 1e-9) + 0.5) * 255.0
-    y = np.where(x <= lo, 0.0, np.where(x > hi, 255.0, y))
-    return np.round(np.clip(y, 0, 255)).astype(np.uint8)
+    c, w = float(center), float(width)
+    if np.issubdtype(x.dtype, np.integer) and x.size > 4096:
+        lo, hi = int(x.min()), int(x.max())
+        if hi - lo < 1 << 20:
+            return _window(np.arange(lo, hi + 1, dtype=np.float64), c, w)[x - lo]
+    return _window(np.asarray(x, dtype=np.float64), c, w)
+
+
+def _window(x: np.ndarray, c: float, w: float) -> np.ndarray:
+    if w <= 1:
+        return np.where(x > c - 0.5, 255, 0).astype(np.uint8)
+    y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255.0
+    return np.rint(np.clip(y, 0, 255, out=y)).astype(np.uint8)
 
 
 def _first(value) -> float:
@@ -183,7 +193,7 @@ def _read_dicom(path) -> np.ndarray:
     if arr.ndim == 3:  # RGB secondary capture (pydicom converts YBR to RGB)
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         return _minmax_uint8(arr) if arr.max() > 255 else np.round(arr).astype(np.uint8)
-    x = apply_modality_lut(arr, ds).astype(np.float64)
+    x = apply_modality_lut(arr, ds)  # stays integer when there is no rescale
     out = _apply_voi(x, ds)
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         out = 255 - out  # MONOCHROME1: high values are dark; invert so lungs are dark
