@@ -13,6 +13,7 @@ The tables are located through the installed package without importing it
 from __future__ import annotations
 
 import importlib.util
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +37,25 @@ def xrv_data_file(name: str) -> Path:
     return path
 
 
+@lru_cache(maxsize=8)
+def _read(path: str, str_column: str | None = None, index_col: int | None = None) -> pd.DataFrame:
+    """Parse a shipped table once per process (callers get copies: the cache stays pristine)."""
+    return pd.read_csv(path, dtype={str_column: str} if str_column else None, index_col=index_col)
+
+
 def load_nih_table(path: str | Path | None = None) -> pd.DataFrame:
     """The real NIH ChestX-ray14 image table (one row per image, ``Patient ID`` as str)."""
-    return pd.read_csv(path or xrv_data_file("Data_Entry_2017_v2020.csv.gz"), dtype={"Patient ID": str})
+    return _read(str(path or xrv_data_file("Data_Entry_2017_v2020.csv.gz")), "Patient ID").copy()
 
 
 def load_rsna_labels(path: str | Path | None = None) -> pd.DataFrame:
     """The real RSNA ``stage_2_train_labels.csv`` (one row per box; empty box for Target 0)."""
-    return pd.read_csv(path or xrv_data_file("kaggle_stage_2_train_labels.csv.zip"))
+    return _read(str(path or xrv_data_file("kaggle_stage_2_train_labels.csv.zip"))).copy()
 
 
 def load_rsna_headers(path: str | Path | None = None) -> pd.DataFrame:
     """DICOM header fields (PatientID, ViewPosition, PatientSex, PatientAge) of the RSNA images."""
-    return pd.read_csv(path or xrv_data_file("kaggle_stage_2_train_images_dicom_headers.csv.gz"), index_col=0)
+    return _read(str(path or xrv_data_file("kaggle_stage_2_train_images_dicom_headers.csv.gz")), index_col=0).copy()
 
 
 def split_leakage(patients: pd.Series, split: pd.Series) -> pd.DataFrame:
