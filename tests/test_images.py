@@ -98,6 +98,12 @@ def test_dicom_16bit(tmp_path):
     assert np.abs(out - ref).max() <= 1
 
 
+def test_rgb_dicom_becomes_luma(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = read_grayscale(write_dicom(tmp_path / "rgb.dcm", rgb, bits_stored=8, photometric="RGB", samples=3))
+    assert np.abs(out - rgb @ np.array([0.299, 0.587, 0.114])).max() <= 1
+
+
 def test_monochrome1_is_inverted_so_lungs_are_dark(tmp_path):
     bright_lungs = xray_like(32, dark_lungs=False).astype(np.uint16) * 16
     out = read_grayscale(write_dicom(tmp_path / "m1.dcm", bright_lungs, photometric="MONOCHROME1"))
