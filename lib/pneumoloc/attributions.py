@@ -22,6 +22,8 @@ integration paths expand it with the batch.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -71,13 +73,15 @@ def input_attributions(ex: Explainable, x: torch.Tensor, target: str, method: st
             if method == "gradient":
                 a = Saliency(scored).attribute(x, abs=True, **kw)
             elif method == "guided_backprop":
-                a = GuidedBackprop(scored).attribute(x, **kw)
+                with warnings.catch_warnings():  # captum announces its (temporary) ReLU hooks each call
+                    warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+                    a = GuidedBackprop(scored).attribute(x, **kw)
             elif method == "intgrad":
                 a = IntegratedGradients(scored).attribute(x, baselines=_black(x), n_steps=p["n_steps"], **kw)
             else:  # smoothgrad family: Gaussian noise of p["noise"] times the input range
                 inner = Saliency(scored) if method == "smoothgrad" else IntegratedGradients(scored)
                 extra = {"abs": True} if method == "smoothgrad" else {"baselines": _black(x), "n_steps": p["n_steps"]}
-                std = p["noise"] * float(x.max() - x.min())
+                std = p["noise"] * float((x.max() - x.min()).detach())
                 a = NoiseTunnel(inner).attribute(x, nt_type="smoothgrad", nt_samples=p["nt_samples"],
                                                  stdevs=std, **extra, **kw)
             out.append(a.detach())

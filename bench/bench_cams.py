@@ -1,0 +1,72 @@
+"""Maps per second of pneumoloc's GradCAM path against its floor and pytorch-grad-cam.
+
+    .venv/bin/python bench/bench_cams.py                 # DenseNet-121 @224 b32, ViT-B/16 @224 b8
+    .venv/bin/python bench/bench_cams.py --quick         # smaller batches (shared machine)
+
+For each backbone, on the same random batch and random weights:
+  floor   forward pass only (no_grad): no map can be cheaper
+  ours    pneumoloc.cams fast path: frozen parameters, dScore/dA only, batched
+  lib     pytorch-grad-cam's GradCAM on the whole batch (full backward incl. parameter grads)
+  single  pytorch-grad-cam one image at a time, as the paper's script does
+Prints images (maps) per second and the ratios ours/floor (expect >= 0.8), ours/lib (>= 4).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from pneumoloc import cams
+from pneumoloc.backbones import build_model
+
+
+def rate(fn, n_images: int, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return n_images / best
+
+
+def bench(backbone: str, size: int, batch: int, n_single: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    ex = cams.prepare_model(build_model(backbone, image_size=size))
+    x = torch.randn(batch, 1, size, size)
+    cams.explain(ex, x[:2], "gradcam")  # warm-up (allocator, oneDNN kernels)
+    cams.library_cams(ex, x[:2], "pneumonia", "gradcam")
+
+    def floor():
+        with torch.no_grad():
+            ex.model(x)
+
+    out = {"floor": rate(floor, batch, repeats),
+           "ours": rate(lambda: cams.explain(ex, x, "gradcam"), batch, repeats),
+           "lib": rate(lambda: cams.library_cams(ex, x, "pneumonia", "gradcam"), batch, repeats),
+           "single": rate(lambda: [cams.library_cams(ex, x[i:i + 1], "pneumonia", "gradcam")
+                                   for i in range(n_single)], n_single, 1)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="batches 8 / 4, for a busy machine")
+    ap.add_argument("--repeats", type=int, default=1, help="timed repeats (best kept)")
+    ap.add_argument("--size", type=int, default=224, help="input side in pixels")
+    args = ap.parse_args()
+    configs = [("densenet121", 8 if args.quick else 32), ("vit_b_16", 4 if args.quick else 8)]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size} px")
+    print(f"{'backbone':<12} {'batch':>5} {'floor':>8} {'ours':>8} {'lib':>8} {'single':>8}   "
+          f"ours/floor  ours/lib  ours/single")
+    for backbone, batch in configs:
+        r = bench(backbone, args.size, batch, n_single=min(batch, 4), repeats=args.repeats)
+        print(f"{backbone:<12} {batch:>5} {r['floor']:>8.2f} {r['ours']:>8.2f} {r['lib']:>8.2f} {r['single']:>8.2f}   "
+              f"{r['ours'] / r['floor']:>10.2f} {r['ours'] / r['lib']:>9.2f} {r['ours'] / r['single']:>12.2f}",
+              flush=True)
+    print("(images or maps per second; floor = forward only, lib = pytorch-grad-cam batched, "
+          "single = pytorch-grad-cam one image at a time)")
+
+
+if __name__ == "__main__":
+    main()

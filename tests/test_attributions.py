@@ -1,0 +1,132 @@
+"""captum attributions and head maps against independent references."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pneumoloc import attributions, cams
+from pneumoloc.backbones import build_model
+
+torch.set_num_threads(1)
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 1)
+        self.positive_index = 0
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+def _x(b=3, size=16, seed=1):
+    return torch.randn(b, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _ex(net):
+    return cams.prepare_model(net, target_layer="features.2")
+
+
+def test_gradient_is_the_absolute_input_gradient(net):
+    x = _x().requires_grad_(True)
+    (g,) = torch.autograd.grad(net(x)[:, 0].sum(), x)
+    ref = cams.normalize_maps(g.abs()[:, 0])
+    assert (cams.explain(_ex(net), x.detach(), "gradient")[:, 0] - ref).abs().max() < 1e-6
+
+
+def test_smoothgrad_without_noise_is_the_gradient(net, monkeypatch):
+    monkeypatch.setitem(attributions.PARAMETERS, "smoothgrad", {"nt_samples": 3, "noise": 0.0})
+    ex = _ex(net)
+    x = _x()
+    assert (cams.explain(ex, x, "smoothgrad") - cams.explain(ex, x, "gradient")).abs().max() < 1e-6
+
+
+def test_integrated_gradients_are_complete(net, monkeypatch):
+    """Sundararajan et al. 2017, Prop. 1: attributions sum to f(x) - f(baseline)."""
+    monkeypatch.setitem(attributions.PARAMETERS, "intgrad", {"n_steps": 256, "baseline": "black"})
+    ex = _ex(net)
+    x = _x()
+    raw = attributions.input_attributions(ex, x, "pneumonia", "intgrad")[:, 0]
+    black = torch.full_like(x, -2.0)  # (0/255 - 0.5) / 0.25
+    with torch.no_grad():
+        delta = (net(x) - net(black))[:, 0]
+    assert torch.allclose(raw.sum(dim=(1, 2, 3)), delta, rtol=0.02, atol=1e-3)
+
+
+def test_guided_backprop_matches_grad_cam_package(net):
+    from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
+
+    x = _x()
+    got = cams.explain(_ex(net), x, "guided_backprop")[:, 0]
+    ref_model = GuidedBackpropReLUModel(copy.deepcopy(cams.prepare_model(net, "features.2").model).requires_grad_(True))
+    for i in range(len(x)):
+        gb = torch.from_numpy(ref_model(x[i:i + 1].clone(), target_category=0)[:, :, 0])
+        assert (got[i] - cams.normalize_maps(gb.abs())).abs().max() < 1e-5
+
+
+def test_guided_gradcam_is_guided_backprop_times_gradcam(net):
+    """Selvaraju et al. 2017, Sec. 3.1, with the grad-cam package's own pieces."""
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    x = _x()
+    got = cams.explain(_ex(net), x, "guided_gradcam")[:, 0]
+    ref_net = cams.prepare_model(net, "features.2").model.requires_grad_(True)
+    with pgc.GradCAM(model=ref_net, target_layers=[ref_net.features[2]]) as cam:
+        grayscale = torch.from_numpy(cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(1)] * len(x)))
+    gb_model = GuidedBackpropReLUModel(copy.deepcopy(ref_net))
+    for i in range(len(x)):
+        gb = torch.from_numpy(gb_model(x[i:i + 1].clone(), target_category=0)[:, :, 0]).abs()
+        assert (got[i] - cams.normalize_maps(gb * grayscale[i])).abs().max() < 1e-5
+
+
+def test_wildcat_maps_are_the_heads_class_maps_upsampled():
+    torch.manual_seed(0)
+    model = build_model("resnet18", head="wildcat", image_size=64).eval()
+    x = _x(2, 64)
+    got = cams.explain(cams.prepare_model(model), x, "wildcat")[:, 0]
+    with torch.no_grad():
+        cm = model.class_maps(x)[:, 0]  # [B, 2, 2]
+    lo = cm.amin(dim=(1, 2), keepdim=True)
+    cm = (cm - lo) / (cm - lo).amax(dim=(1, 2), keepdim=True)
+    ref = F.interpolate(cm[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+    ref = (ref - ref.amin(dim=(1, 2), keepdim=True)) / (ref - ref.amin(dim=(1, 2), keepdim=True)).amax(dim=(1, 2), keepdim=True)
+    assert (got - ref).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="WildcatHead"):
+        cams.explain(cams.prepare_model(build_model("resnet18", image_size=64)), x, "wildcat")
+
+
+@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "intgrad", "smoothgrad_ig", "guided_backprop",
+                                    "guided_gradcam"])
+def test_every_attribution_runs_on_a_findings_model(method, monkeypatch):
+    monkeypatch.setitem(attributions.PARAMETERS, "smoothgrad_ig", {"nt_samples": 2, "noise": 0.1, "n_steps": 4})
+    monkeypatch.setitem(attributions.PARAMETERS, "smoothgrad", {"nt_samples": 2, "noise": 0.1})
+    monkeypatch.setitem(attributions.PARAMETERS, "intgrad", {"n_steps": 4})
+    torch.manual_seed(0)
+    net = TinyNet()
+    net.fc = nn.Linear(8, 3)
+    got = cams.explain(_ex(net), _x(2), method, target="findings")
+    assert got.shape == (2, 3, 16, 16)
+    assert float(got.min()) >= 0 and float(got.max()) <= 1 and float(got.amax()) > 0.99
+
+
+def test_vit_guided_gradcam_works_on_token_layers():
+    torch.manual_seed(0)
+    model = build_model("vit_b_16", image_size=32).eval()
+    got = cams.explain(cams.prepare_model(model), _x(1, 32), "guided_gradcam", target="predicted")
+    assert got.shape == (1, 1, 32, 32) and torch.isfinite(got).all()
