@@ -1,0 +1,208 @@
+"""Backbones: every registered entry at tiny size, grayscale weights, local weights, offline error."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+
+from pneumoloc.backbones import (BACKBONES, Classifier, TokensToGrid, WeightsUnavailableError, _derived_spec,
+                                 build_model, get_spec, model_from_config, resolve_layer)
+
+SIZE = {"vit_b_16": 32}  # ViT-B/16 at 32 px: a 2×2 patch grid; CNNs at 64 px (2×2 maps at stride 32)
+# Backbone parameters without classifier, from the published totals (torchvision/timm docs)
+# minus the 1000-class layer; 1-channel stems are slightly smaller, hence the tolerance.
+PUBLISHED_MILLIONS = {"resnet18": 11.18, "resnet50": 23.51, "densenet121": 6.95, "efficientnet_b0": 4.01,
+                      "mobilenet_v2": 2.22, "mobilenet_v3": 4.20, "vit_b_16": 85.8}
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on this shared 2-core machine, OpenMP threads spinning against
+    other processes cost 10-30x more CPU than the work itself (measured on DenseNet fwd+bwd)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+@pytest.fixture(scope="module", params=sorted(BACKBONES))
+def built(request):
+    name = request.param
+    torch.manual_seed(0)
+    size = SIZE.get(name, 64)
+    return name, size, build_model(name, image_size=size).eval()
+
+
+def test_registry_holds_the_papers_seven():
+    assert set(BACKBONES) >= set(PUBLISHED_MILLIONS)
+    assert get_spec("mobilenet_v3").timm_name == "mobilenetv3_large_100"
+    with pytest.raises(ValueError, match="registered: .*resnet18"):
+        get_spec("resnet19")
+
+
+def test_forward_features_target_layer_reshape_and_gradcam(built):
+    """One forward+backward per backbone (pytorch-grad-cam as the independent consumer)."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    name, size, model = built
+    x = torch.randn(2, 1, size, size)
+    layer = resolve_layer(model, model.spec.target_layer)
+    seen = {}
+    hook = layer.register_forward_hook(lambda m, i, o: seen.update(out=o.detach()))  # returns None
+    with GradCAM(model, [layer], reshape_transform=model.spec.reshape_transform) as cam:
+        maps = cam(x, targets=[BinaryClassifierOutputTarget(1)] * 2)
+        logits = cam.outputs
+    hook.remove()
+    assert maps.shape == (2, size, size) and logits.shape == (2, 1)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+    assert feats.shape == (2, model.head.fc.in_features, 2, 2)  # 64/32 (CNNs) or 32/16 (ViT)
+    act = seen["out"]
+    if model.spec.reshape_transform is not None:
+        act = model.spec.reshape_transform(act)
+    assert act.ndim == 4 and act.shape[0] == 2 and act.shape[2:] == feats.shape[2:]
+    probs = model.probabilities(logits)
+    assert torch.allclose(probs, torch.sigmoid(logits)) and model.positive_index == 0
+    if name == "vit_b_16":  # built at 32 px, runs at other sizes (dynamic_img_size)
+        with torch.no_grad():
+            assert model.forward_features(torch.randn(1, 1, 48, 48)).shape == (1, 768, 3, 3)
+        assert resolve_layer(model, "backbone.blocks.-1.norm1") is layer
+
+
+def test_parameter_count_matches_published_size(built):
+    name, _, model = built
+    n = sum(p.numel() for p in model.backbone.parameters()) / 1e6
+    assert n == pytest.approx(PUBLISHED_MILLIONS[name], rel=0.03)
+
+
+def test_config_rebuilds_the_same_architecture(built):
+    _, _, model = built
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        again = model_from_config(model.config)
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert again.spec.target_layer == model.spec.target_layer
+
+
+def test_tokens_to_grid_is_row_major_and_drops_prefix_tokens():
+    tokens = torch.arange(5 * 2, dtype=torch.float32).view(1, 5, 2)  # cls + 4 patches, 2 channels
+    grid = TokensToGrid(1)(tokens)
+    assert grid.shape == (1, 2, 2, 2)
+    assert grid[0, 0].tolist() == [[2.0, 4.0], [6.0, 8.0]] and grid[0, 1].tolist() == [[3.0, 5.0], [7.0, 9.0]]
+    with pytest.raises(ValueError, match="square"):
+        TokensToGrid(1)(torch.zeros(1, 4, 2))
+
+
+def test_other_target_layers_by_path_and_bad_paths():
+    model = build_model("resnet18", target_layer="backbone.layer3")
+    assert model.spec.target_layer == "backbone.layer3" and model.config["target_layer"] == "backbone.layer3"
+    assert BACKBONES["resnet18"].target_layer == "backbone.layer4"  # registry untouched
+    with pytest.raises(ValueError, match="has no child 'layer5'.*layer4"):
+        build_model("resnet18", target_layer="backbone.layer5")
+
+
+def test_any_timm_model_by_name_gets_a_derived_spec():
+    cnn = build_model("resnet10t")
+    assert cnn.spec.target_layer == "backbone.layer4" and cnn.spec.reshape_transform is None
+    vit = build_model("vit_tiny_patch16_224", image_size=32)
+    assert vit.spec.target_layer == "backbone.blocks.11.norm1"
+    assert isinstance(vit.spec.reshape_transform, TokensToGrid)
+    assert vit(torch.randn(2, 1, 32, 32)).shape == (2, 1)
+    with pytest.raises(ValueError, match="target_layer="):
+        _derived_spec("plain", torch.nn.Linear(2, 2), None)
+    with pytest.raises(ValueError, match="resnet18.*timm model name"):
+        build_model("no_such_net_v9")
+
+
+def test_grey_input_only_and_in_chans_3_repeats_grey():
+    torch.manual_seed(0)
+    rgb = build_model("resnet18", in_chans=3).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(rgb.forward_features(x), rgb.backbone(x.repeat(1, 3, 1, 1)))
+    with pytest.raises(ValueError, match=r"\[B, 1, S, S\]"):
+        rgb(torch.randn(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="in_chans=2"):
+        build_model("resnet18", in_chans=2)
+
+
+def test_wildcat_head_gives_class_maps():
+    model = build_model("resnet18", head="wildcat", num_outputs=3, k=1, alpha=0.5, maps=2).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert model.class_maps(x).shape == (2, 3, 2, 2) and model(x).shape == (2, 3)
+    mlp = build_model("resnet18", head="mlp")
+    with pytest.raises(ValueError, match="no class maps"):
+        mlp.class_maps(x)
+
+
+def _timm_resnet18_state(tmp_path):
+    import timm
+
+    torch.manual_seed(3)
+    sd = timm.create_model("resnet18", pretrained=False, num_classes=1000).state_dict()  # RGB stem + fc
+    return sd
+
+
+def test_local_weights_state_dict_adapts_rgb_stem_by_summing(tmp_path):
+    sd = _timm_resnet18_state(tmp_path)
+    torch.save(sd, tmp_path / "rn18.pth")
+    model = build_model("resnet18", weights=tmp_path / "rn18.pth")
+    assert model.backbone.conv1.weight.shape == (64, 1, 7, 7)
+    assert torch.allclose(model.backbone.conv1.weight, sd["conv1.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(model.backbone.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
+    assert model.config["init"].endswith("rn18.pth")
+    rgb = build_model("resnet18", in_chans=3, weights=tmp_path / "rn18.pth")
+    assert torch.equal(rgb.backbone.conv1.weight, sd["conv1.weight"])
+
+
+def test_local_weights_timm_style_checkpoint_and_vit_position_resampling(tmp_path):
+    sd = _timm_resnet18_state(tmp_path)
+    torch.save({"epoch": 7, "state_dict": {"module." + k: v for k, v in sd.items()}}, tmp_path / "ckpt.pth.tar")
+    model = build_model("resnet18", weights=tmp_path / "ckpt.pth.tar")
+    assert torch.equal(model.backbone.layer1[0].conv1.weight, sd["layer1.0.conv1.weight"])
+    import timm
+
+    vit_sd = timm.create_model("vit_tiny_patch16_224", pretrained=False).state_dict()  # 14×14 grid
+    torch.save(vit_sd, tmp_path / "vit.pth")
+    vit = build_model("vit_tiny_patch16_224", image_size=32, weights=tmp_path / "vit.pth")
+    assert vit.backbone.pos_embed.shape == (1, 1 + 4, 192)  # resampled to the 2×2 grid
+    assert torch.equal(vit.backbone.blocks[3].attn.qkv.weight, vit_sd["blocks.3.attn.qkv.weight"])
+
+
+def test_local_weights_bad_files_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights="):
+        build_model("resnet18", weights=tmp_path / "missing.pth")
+    sd = _timm_resnet18_state(tmp_path)
+    torch.save(sd, tmp_path / "rn18.pth")
+    with pytest.raises(ValueError, match="does not fit timm model 'resnet50'"):
+        build_model("resnet50", weights=tmp_path / "rn18.pth")
+    torch.save({"note": "no tensors"}, tmp_path / "junk.pth")
+    with pytest.raises(ValueError, match="not a state dict"):
+        build_model("resnet18", weights=tmp_path / "junk.pth")
+
+
+def test_pretrained_offline_gives_one_error_naming_both_options(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in tests")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(WeightsUnavailableError, match=r"(?s)pretrained=True.*hub.*weights=<path"):
+        build_model("resnet18", pretrained=True)
+
+
+def test_classifier_is_an_nn_module_with_the_contract_attributes():
+    model = build_model("mobilenet_v2", num_outputs=14)
+    assert isinstance(model, Classifier) and isinstance(model, torch.nn.Module)
+    assert model.config["num_outputs"] == 14 and model.config["kind"] == "timm"
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 14)
