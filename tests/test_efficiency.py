@@ -26,6 +26,9 @@ def test_measure_latency_record():
     assert lat.device == "cpu" and lat.image_size == 16 and lat.batch_size == 4 and lat.n_batches == 3
     assert np.isfinite(lat.latency_ms) and lat.latency_ms > 0
     assert np.isfinite(lat.ms_per_image_batched) and lat.ms_per_image_batched > 0
+    before = torch.get_num_threads()
+    assert measure_latency(tiny(), 16, n_batches=1, batch_size=2, threads=1).threads == 1
+    assert torch.get_num_threads() == before  # restored
     with pytest.raises(ValueError, match="n_batches"):
         measure_latency(tiny(), 16, n_batches=0)
 

@@ -253,3 +253,47 @@ def test_every_ensemble_figure_is_returned():
                               images=RNG.random((3, 4, 4)), boxes=[np.array([[0, 0, 2, 2]])] * 3),
             ep.plot_localization(loc, "a"), ep.plot_table(cls[["system", "roc_auc"]].round(3))]
     assert all(isinstance(f, Figure) for f in figs)
+
+
+def test_localization_scores_use_notebook_04_metrics():
+    from pneumoloc.ensemble_report import localization_scores
+    from pneumoloc.localization_report import GroundTruth
+    from pneumoloc.lungmasks import LungMasks
+
+    boxes = np.zeros((3, 8, 8), bool)
+    boxes[0, 2:4, 2:5] = True
+    boxes[1, 5:7, 1:3] = True  # image 2 has no box
+    lungs = np.zeros_like(boxes)
+    lungs[:, 1:7, 1:7] = True
+    images = pd.DataFrame({"image_id": ["a", "b", "c"], "patient_id": ["p", "q", "r"], "width": 8, "height": 8})
+    gt = GroundTruth(images, [np.zeros((0, 4))] * 3, boxes, LungMasks(lungs, "test", False, 0))
+    maps = boxes.astype(float)  # maps equal to the box masks; image 2: a peak but no box
+    maps[2, 3, 3] = 1
+    s = localization_scores(maps, gt)
+    assert s["hit"].values[:2].tolist() == [1, 1] and s["hit"].excluded["no_box"] == 1
+    np.testing.assert_allclose(s["energy"].values[:2], 1)
+    np.testing.assert_allclose(s["auprc"].values[:2], 1)
+    np.testing.assert_allclose(s["iou@otsu"].values[:2], 1)
+    assert s["lar"].values[:2] == pytest.approx([1, 1])
+
+
+def test_load_member_maps_aligns_stored_maps(tmp_path):
+    from pneumoloc.ensemble_report import load_member_maps
+    from pneumoloc.maps import map_file
+    from pneumoloc.storage import save_arrays, save_json
+
+    run = RunPaths(root=tmp_path / "run", figures=tmp_path / "fig")
+    maps = RNG.random((2, 4, 3, 3)).astype(np.float16)
+    ids = {"m1": ["a", "b", "c", "d"], "m2": ["d", "c", "b", "x"]}
+    for k, name in enumerate(["m1", "m2"]):
+        path = map_file(run, name, "gradcam")
+        save_arrays(path, maps=maps[k], image_ids=np.array(ids[name]))
+        save_json(path.with_suffix(".json"), {"model": name, "method": "gradcam", "map_size": 3})
+    got_ids, got = load_member_maps(run, ["m1", "m2"], "gradcam", ["d", "a", "b"])
+    assert got_ids.tolist() == ["d", "b"]  # "a" lacks an m2 map
+    np.testing.assert_array_equal(got[0], maps[0][[3, 1]].astype(np.float32))
+    np.testing.assert_array_equal(got[1], maps[1][[0, 2]].astype(np.float32))
+    save_arrays(map_file(run, "m2", "gradcam"), maps=RNG.random((4, 5, 5)).astype(np.float16),
+                image_ids=np.array(ids["m2"]))
+    with pytest.raises(ValueError, match="differ in size"):
+        load_member_maps(run, ["m1", "m2"], "gradcam")

@@ -53,7 +53,8 @@ def _median_ms(fn: Callable[[], None], n: int, sync: Callable[[], None]) -> floa
 
 
 def measure_latency(model, image_size: int, device: str = "cpu", n_batches: int = 5,
-                    batch_size: int = 8, warmup: int = 2, in_chans: int = 1, seed: int = 0) -> Latency:
+                    batch_size: int = 8, warmup: int = 2, in_chans: int = 1, seed: int = 0,
+                    threads: int = 0) -> Latency:
     """Median forward time of batch 1 and of ``batch_size`` images (no gradients, eval mode).
 
     Args:
@@ -62,6 +63,9 @@ def measure_latency(model, image_size: int, device: str = "cpu", n_batches: int 
         device: torch device string (``"cpu"``, ``"cuda"``).
         n_batches: timed repetitions for each batch size (the median is reported).
         warmup: untimed passes first (allocator, cuDNN autotune, lazy init).
+        threads: torch CPU threads while timing (restored afterwards); 0 keeps the current
+            setting. On a shared, oversubscribed CPU one thread is far more stable: measured
+            here under load, 2 threads ran a ResNet-18 forward ~7x slower than 1 thread.
     """
     import torch
 
@@ -72,14 +76,21 @@ def measure_latency(model, image_size: int, device: str = "cpu", n_batches: int 
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(seed)
     results = {}
-    with torch.inference_mode():
-        for b in (1, batch_size):
-            x = torch.randn(b, in_chans, image_size, image_size, generator=g).to(dev)
-            for _ in range(warmup):
-                model(x)
-            results[b] = _median_ms(lambda: model(x), n_batches, sync)
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        used = torch.get_num_threads()
+        with torch.inference_mode():
+            for b in (1, batch_size):
+                x = torch.randn(b, in_chans, image_size, image_size, generator=g).to(dev)
+                for _ in range(warmup):
+                    model(x)
+                results[b] = _median_ms(lambda: model(x), n_batches, sync)
+    finally:
+        torch.set_num_threads(before)
     return Latency(str(dev), int(image_size), results[1], int(batch_size),
-                   results[batch_size] / batch_size, int(n_batches), torch.get_num_threads())
+                   results[batch_size] / batch_size, int(n_batches), used)
 
 
 def pareto_front(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:
@@ -97,12 +108,13 @@ def pareto_front(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:
 
 
 def efficiency_table(run, models: Sequence[str], device: str = "cpu", n_batches: int = 5,
-                     batch_size: int = 8, loader: Callable | None = None) -> pd.DataFrame:
+                     batch_size: int = 8, threads: int = 0, loader: Callable | None = None) -> pd.DataFrame:
     """Parameters and latency of each trained model's ``best.pt`` in a run.
 
     Args:
         run: :class:`~pneumoloc.paths.RunPaths`.
         models: model names (folders under ``run.model_dir``).
+        threads: CPU threads while timing (see :func:`measure_latency`).
         loader: ``(path, device) -> model``; defaults to
             :func:`pneumoloc.checkpoints.load_model` (``weights_only=True``).
 
@@ -123,7 +135,7 @@ def efficiency_table(run, models: Sequence[str], device: str = "cpu", n_batches:
         size = cfg.get("image_size") or getattr(getattr(model, "spec", None), "default_size", None)
         if not size:
             raise ValueError(f"{path}: the checkpoint's config has no image_size to time the model at")
-        lat = measure_latency(model, int(size), device, n_batches, batch_size,
-                              in_chans=1)  # Classifier takes grey [B, 1, S, S] (transforms contract)
+        # Classifier takes grey [B, 1, S, S] (transforms contract), hence in_chans=1
+        lat = measure_latency(model, int(size), device, n_batches, batch_size, in_chans=1, threads=threads)
         rows.append({"model": name, "params": count_parameters(model), **asdict(lat)})
     return pd.DataFrame(rows)

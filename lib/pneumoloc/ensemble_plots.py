@@ -105,9 +105,9 @@ def plot_frontier(table: pd.DataFrame, costs: Sequence[str], scores: Sequence[st
                        edgecolors=["k" if f else "none" for f in front])
             f = t[front].sort_values(c)
             ax.step(f[c], f[s], where="post", color="k", lw=1, alpha=0.6)
-            for row in t.itertuples():
-                ax.annotate(getattr(row, label), (getattr(row, c), getattr(row, s)), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+            # systems at the same point (e.g. ensembles of the same members) share one label
+            for (x, v), names in t.groupby([c, s], sort=False)[label]:
+                ax.annotate(", ".join(names), (x, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.set_xscale("log")
             ax.set_xlabel(c), ax.set_ylabel(s)
     fig.suptitle("Cost vs quality (black edge = on the Pareto frontier; red = highlighted)")

@@ -24,7 +24,7 @@ from .storage import load_table
 __all__ = [
     "PredictionSet", "trained_models", "load_predictions", "classification_metrics",
     "compare_systems", "load_member_maps", "PRED_COLUMNS", "localization_scores",
-    "compare_localization", "format_ci",
+    "compare_localization", "format_ci", "LOC_METRICS",
 ]
 
 PRED_COLUMNS = ("image_id", "patient_id", "split", "label", "prob")
@@ -183,27 +183,6 @@ def compare_systems(y: np.ndarray, groups: Sequence, systems: dict[str, np.ndarr
     return pd.DataFrame(rows)
 
 
-def _load_maps(run, model: str, method: str):
-    """Stored maps through :func:`pneumoloc.maps.load_maps`; until that module lands, the
-    stored-map contract read directly (``run.maps/<model>/<method>.npz``: ``maps``, ``image_ids``)."""
-    try:
-        from .maps import load_maps
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.maps":
-            raise
-        from types import SimpleNamespace
-
-        from .paths import safe_name
-        from .storage import load_arrays
-
-        path = run.maps / safe_name(model) / f"{safe_name(method)}.npz"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: compute {method!r} maps of {model!r} with notebook 03")
-        arrays = load_arrays(path)
-        return SimpleNamespace(image_ids=arrays["image_ids"], maps=arrays["maps"], meta={})
-    return load_maps(run, model, method)
-
-
 def load_member_maps(run, models: Sequence[str], method: str,
                      image_ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stored maps of ``models`` for ``method`` on the images all of them have.
@@ -217,7 +196,9 @@ def load_member_maps(run, models: Sequence[str], method: str,
     Raises:
         ValueError: members' maps differ in size (say which), or no image is shared.
     """
-    sets = {m: _load_maps(run, m, method) for m in models}
+    from .maps import load_maps
+
+    sets = {m: load_maps(run, m, method) for m in models}
     shapes = {m: tuple(s.maps.shape[1:]) for m, s in sets.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"maps of {method!r} differ in size across models {shapes}; "
@@ -226,31 +207,33 @@ def load_member_maps(run, models: Sequence[str], method: str,
     ids = [str(i) for i in image_ids if str(i) in common] if image_ids is not None else sorted(common)
     if not ids:
         raise ValueError(f"no image has {method!r} maps from every model {list(models)}")
-    out = []
-    for m, s in sets.items():
-        pos = {str(i): k for k, i in enumerate(s.image_ids)}
-        out.append(np.asarray(s.maps)[[pos[i] for i in ids]].astype(np.float32))
-    return np.asarray(ids), np.stack(out)
+    return np.asarray(ids), np.stack([s.take(ids) for s in sets.values()])
 
 
-def localization_scores(maps: np.ndarray, boxes: np.ndarray, lungs: np.ndarray | None = None) -> dict:
-    """Notebook 04's per-image metrics (:mod:`pneumoloc.localization`) of one map stack.
+LOC_METRICS = ("hit", "energy", "auprc", "lung_energy", "lar", "iou@otsu")
+
+
+def localization_scores(maps: np.ndarray, gt, probs: np.ndarray | None = None,
+                        metrics: Sequence[str] = LOC_METRICS) -> dict:
+    """Notebook 04's per-image metrics of one map stack (:func:`pneumoloc.localization_report.score_maps`).
 
     Args:
-        maps: ``[N, H, W]`` in [0, 1]; boxes: bool ``[N, H, W]`` box unions in the map frame;
-        lungs: optional bool ``[N, H, W]`` lung masks (adds LAR).
+        maps: ``[N, H, W]`` in [0, 1], row-aligned with ``gt``; scored as float16, the
+            precision of stored maps (exact linear-time AUPRC, see :mod:`pneumoloc.localization`).
+        gt: :class:`~pneumoloc.localization_report.GroundTruth` of the same images.
+        probs: the system's probabilities (unused by these metrics; NaN when absent).
+        metrics: which of notebook 04's metrics to keep (thresholded ones use Otsu per image).
 
     Returns:
-        ``{metric: Scores}`` for ``hit_rate`` (pointing game), ``energy_in_boxes``,
-        ``auprc`` (localization utility) and, with lungs, ``lar``.
+        ``{metric: Scores}``.
     """
-    from . import localization as loc
+    from .localization_report import score_maps
+    from .thresholds import otsu_thresholds
 
-    out = {"hit_rate": loc.pointing_game(maps, boxes), "energy_in_boxes": loc.energy_in_boxes(maps, boxes),
-           "auprc": loc.localization_auprc(maps, boxes)}
-    if lungs is not None:
-        out["lar"] = loc.lung_attention_ratio(maps, lungs)
-    return out
+    maps = np.asarray(maps).astype(np.float16)
+    probs = np.full(len(maps), np.nan) if probs is None else np.asarray(probs, float)
+    scores = score_maps(maps, gt, probs, {"otsu": otsu_thresholds(maps)}, detection=False)
+    return {k: scores[k] for k in metrics if k in scores}
 
 
 def compare_localization(scores: dict[str, dict], groups: Sequence, reference: str,
