@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "torchxrayvision_data", "lung_mask_names", "load_lung_mask", "Anatomy", "sample_anatomy",
-    "place_lungs", "render_anatomy", "jitter_frame", "smooth_noise", "rsna_boxes", "draw_opacities",
+    "place_lungs", "render_anatomy", "jitter_frame", "downsample", "smooth_noise", "rsna_boxes", "draw_opacities",
 ]
 
 LUNG_ZIP = "semantic_masks_v7labs_lungs.zip"
@@ -124,8 +124,8 @@ def sample_anatomy(rng: np.random.Generator, mask_name: str,
     """Draw a patient's anatomy parameters (ranges chosen to look like adult PA films)."""
     u = rng.uniform
     return Anatomy(
-        mask_name=mask_name, lung_width=float(u(*lung_width)), aspect=float(u(0.9, 1.1)),
-        top=float(u(0.07, 0.13)), shift_x=float(u(-0.03, 0.03)), body_width=float(u(1.12, 1.25)),
+        mask_name=mask_name, lung_width=float(u(*lung_width)), aspect=float(u(1.05, 1.3)),
+        top=float(u(0.06, 0.11)), shift_x=float(u(-0.03, 0.03)), body_width=float(u(1.12, 1.25)),
         lung_dark=float(u(0.26, 0.34)), rib_phase=float(u(0, 1)), rib_count=float(u(8.5, 10.5)),
         rib_curve=float(u(0.18, 0.28)), heart_size=float(u(0.42, 0.55)),
         heart_shift=float(u(0.06, 0.12)), clavicle_tilt=float(u(0.01, 0.04)),
@@ -145,26 +145,19 @@ def smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarra
     return n / (n.std() + 1e-8)
 
 
-def place_lungs(anat: Anatomy, size: int, scale: float = 1.0, dx: float = 0.0,
-                dy: float = 0.0) -> np.ndarray:
-    """The patient's lung mask resized and placed in a ``size`` x ``size`` frame (bool).
-
-    ``scale``, ``dx``, ``dy`` are the per-image jitter (shift in pixels).
-    """
+def place_lungs(anat: Anatomy, crop: np.ndarray, size: int) -> np.ndarray:
+    """The lung mask ``crop`` (from :func:`load_lung_mask`) resized and placed in a ``size`` frame."""
     from PIL import Image
 
-    crop = load_lung_mask(anat.mask_name)
-    if crop is None:
-        raise ValueError(f"lung mask {anat.mask_name!r} is degenerate and cannot be placed")
-    w = anat.lung_width * size * scale
+    w = anat.lung_width * size
     h = w * crop.shape[0] / crop.shape[1] * anat.aspect
     if h > 0.8 * size:  # tall masks: shrink so lungs and diaphragm fit the frame
         w, h = w * 0.8 * size / h, 0.8 * size
     w, h = max(int(round(w)), 4), max(int(round(h)), 4)
     small = np.asarray(Image.fromarray(crop.astype(np.uint8) * 255).resize(
         (w, h), Image.Resampling.BILINEAR)) > 127
-    x0 = int(round(size / 2 + anat.shift_x * size - w / 2 + dx))
-    y0 = int(round(anat.top * size + dy))
+    x0 = int(round(size / 2 + anat.shift_x * size - w / 2))
+    y0 = int(round(anat.top * size))
     frame = np.zeros((size, size), dtype=bool)
     fy0, fx0 = max(y0, 0), max(x0, 0)
     fy1, fx1 = min(y0 + h, size), min(x0 + w, size)
@@ -193,15 +186,20 @@ def _dome(lungs: np.ndarray, sigma: float) -> np.ndarray:
     return ndi.gaussian_filter1d(dome, sigma, mode="nearest")
 
 
-def render_anatomy(anat: Anatomy, lungs: np.ndarray, rib_contrast: float = 1.0) -> np.ndarray:
-    """Draw the radiograph (float32 in ~[0, 1], no lesions, no exposure) around ``lungs``."""
-    size = lungs.shape[0]
+def render_anatomy(anat: Anatomy, coverage: np.ndarray, rib_contrast: float = 1.0) -> np.ndarray:
+    """Draw the radiograph (float32 in ~[0, 1], no lesions, no exposure) around the lungs.
+
+    ``coverage`` is the share of each pixel covered by lung (a bool mask, or the exact
+    mask area-averaged to a coarser grid: the phantom draws anatomy at half size).
+    """
+    size = coverage.shape[0]
     yy, xx = _grid(size)
     s = float(size)
+    lungs = coverage > 0.5
     ys, xs = np.nonzero(lungs)
     x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
     cx, half_w, lh = (x0 + x1) / 2, (x1 - x0) / 2, float(y1 - y0)
-    soft_lung = ndi.gaussian_filter(lungs.astype(np.float32), 0.006 * s + 0.3)
+    soft_lung = ndi.gaussian_filter(coverage.astype(np.float32), 0.006 * s + 0.3)
 
     # Thorax: thickness through an elliptical cross-section ~ sqrt(1 - d^2); shoulders
     # widen above the apices, the neck narrows (soft edges).
@@ -259,16 +257,31 @@ def jitter_frame(img: np.ndarray, lungs: np.ndarray, scale: float, dx: float,
                  dy: float) -> tuple[np.ndarray, np.ndarray]:
     """Shift and scale a patient's drawn anatomy and its lung mask by the same affine map.
 
-    Drawing once per patient and warping per image is ~10x cheaper than redrawing, and
-    keeps every image of a patient on the same anatomy. Bilinear for the image; the
-    mask is warped as a float and thresholded at 0.5 so it stays exact for its image.
+    Drawing once per patient and warping per image is far cheaper than redrawing, and
+    keeps every image of a patient on the same anatomy. ``img`` may be on a coarser
+    grid than ``lungs`` (it is upsampled in the same bilinear pass). The mask is warped
+    as a float and thresholded at 0.5, so it stays exact for the image it goes with.
     """
-    c = (lungs.shape[0] - 1) / 2
-    # output (y, x) samples input at (y - c - dy) / scale + c (zoom about the centre)
-    matrix = np.array([1 / scale, 1 / scale])
-    offset = np.array([c - (c + dy) / scale, c - (c + dx) / scale])
-    warp = lambda a: ndi.affine_transform(a, matrix, offset, order=1, mode="nearest")  # noqa: E731
-    return warp(img).astype(np.float32), warp(lungs.astype(np.float32)) > 0.5
+    size = lungs.shape[0]
+    c, k = (size - 1) / 2, img.shape[0] / size
+
+    def warp(a: np.ndarray, k: float) -> np.ndarray:
+        # output pixel o (size grid) reads input (o - c - d) / scale + c on the size grid,
+        # i.e. ((that + 0.5) * k - 0.5) on a grid k times as fine (pixel centres aligned)
+        offset = [(c - (c + d) / scale + 0.5) * k - 0.5 for d in (dy, dx)]
+        return ndi.affine_transform(a, [k / scale, k / scale], offset, output_shape=(size, size),
+                                    order=1, mode="nearest")
+
+    return warp(img, k).astype(np.float32), warp(lungs.astype(np.float32), 1.0) > 0.5
+
+
+def downsample(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Area-average a mask by an integer factor (share of each coarse pixel that is lung)."""
+    if factor == 1:
+        return mask.astype(np.float32)
+    n = mask.shape[0] // factor * factor
+    m = mask[:n, :n].astype(np.float32)
+    return m.reshape(n // factor, factor, n // factor, factor).mean(axis=(1, 3))
 
 
 # -- pneumonia: consolidations at real RSNA box positions ------------------------------
@@ -303,12 +316,12 @@ def _opacity(rng: np.random.Generator, lungs: np.ndarray, centre: tuple[float, f
     shape = (max(y1 - y0, 1), max(x1 - x0, 1))
     yy, xx = np.mgrid[y0:y0 + shape[0], x0:x0 + shape[1]].astype(np.float32)
     edge = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.25 * min(rx, ry))
-    patch = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.012 * size + 0.5)
+    patch = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.015 * size + 0.5)
     edge /= edge.std() + 1e-6
     patch /= patch.std() + 1e-6
     r = np.hypot((xx - cx) / rx, (yy - cy) / ry) + 0.15 * edge
     t = np.clip((1.0 - r) / 0.55, 0, 1)
-    alpha = t * t * (3 - 2 * t) * np.clip(0.7 + 0.3 * patch, 0.2, 1.0)
+    alpha = t * t * (3 - 2 * t) * np.clip(0.8 + 0.25 * patch, 0.35, 1.0)
     alpha[alpha < 0.05] = 0  # below this a lesion is invisible: keep the support exact
     frame = np.zeros(lungs.shape, dtype=np.float32)
     frame[y0:y1, x0:x1] = alpha[:y1 - y0, :x1 - x0]
@@ -347,7 +360,7 @@ def draw_opacities(rng: np.random.Generator, lungs: np.ndarray, max_opacities: i
             inside = int((alpha > 0).sum())
             if inside >= min_px and inside >= 0.35 * full or (attempt == 29 and inside):
                 break
-        amp = 0.22 * rng.uniform(0.8, 1.2)
+        amp = 0.28 * rng.uniform(0.8, 1.2)  # ~ soft tissue minus aerated lung: consolidation
         total += conspicuity * amp * alpha
         oy, ox = np.nonzero(alpha)
         boxes.append((int(ox.min()), int(oy.min()), int(np.ptp(ox) + 1), int(np.ptp(oy) + 1)))

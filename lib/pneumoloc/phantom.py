@@ -25,7 +25,7 @@ import io
 import json
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from multiprocessing import get_context
@@ -35,14 +35,15 @@ from typing import Any
 import numpy as np
 
 from . import storage
-from .anatomy import (draw_opacities, jitter_frame, load_lung_mask, lung_mask_names, place_lungs, render_anatomy,
-                      sample_anatomy, smooth_noise, torchxrayvision_data)
+from .anatomy import (Anatomy, downsample, draw_opacities, jitter_frame, load_lung_mask, lung_mask_names,
+                      place_lungs, render_anatomy, sample_anatomy, smooth_noise, torchxrayvision_data)
 
-__all__ = ["PhantomConfig", "PhantomImage", "generate_phantom", "render_image", "draw_patient_base", "plan_patients",
-           "GENERATOR_VERSION"]
+__all__ = ["PhantomConfig", "PhantomImage", "generate_phantom", "plan_patients", "choose_lung_masks",
+           "patient_images", "draw_patient_base", "render_image", "unpack_mask", "GENERATOR_VERSION"]
 
 GENERATOR_VERSION = 1  # bump when the drawing changes: an existing phantom is then regenerated
 _EXECUTION_ONLY = ("workers",)  # fields that do not change the output
+_MIN_PATIENTS_FOR_POOL = 24  # below this, starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class PhantomConfig:
     seed: int = 0  # random seed: same seed and parameters -> identical files
     conspicuity: float = 1.0  # lesion contrast multiplier (1 = clearly visible, 0 = invisible)
     max_opacities: int = 3  # most opacities on one pneumonia image (at least 1)
-    lung_width: tuple[float, float] = (0.62, 0.78)  # lung field width as a fraction of the image width
+    lung_width: tuple[float, float] = (0.64, 0.80)  # lung field width as a fraction of the image width
     jitter: float = 0.02  # per-image shift and scale of a patient's anatomy (fraction of size)
     noise: float = 0.02  # standard deviation of pixel noise (intensity scale 0-1)
     exposure_gamma: tuple[float, float] = (0.8, 1.25)  # range of the per-image exposure gamma
@@ -135,10 +136,15 @@ class PhantomImage:
     boxes: list[tuple[int, int, int, int]]  # x, y, w, h of each opacity's visible support
 
 
-def draw_patient_base(cfg: PhantomConfig, anat) -> tuple[np.ndarray, np.ndarray]:
-    """A patient's anatomy drawn once (float image, lung mask); images are jittered copies."""
-    lungs = place_lungs(anat, cfg.size)
-    return render_anatomy(anat, lungs, cfg.rib_contrast), lungs
+def draw_patient_base(cfg: PhantomConfig, anat: Anatomy, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A patient's anatomy drawn once: (float image, exact lung mask); images are jittered copies.
+
+    The smooth anatomy is drawn at half size (4x fewer pixels) and upsampled by the
+    per-image warp; lesions, noise and the mask stay at full size.
+    """
+    lungs = place_lungs(anat, crop, cfg.size)
+    factor = 2 if cfg.size >= 128 and cfg.size % 2 == 0 else 1
+    return render_anatomy(anat, downsample(lungs, factor), cfg.rib_contrast), lungs
 
 
 def render_image(cfg: PhantomConfig, base: tuple[np.ndarray, np.ndarray], label: int,
@@ -163,8 +169,8 @@ def render_image(cfg: PhantomConfig, base: tuple[np.ndarray, np.ndarray], label:
     gamma = rng.uniform(*cfg.exposure_gamma)
     contrast, shift = rng.uniform(0.9, 1.1), rng.uniform(-cfg.exposure_shift, cfg.exposure_shift)
     img = np.clip(img, 0, 1) ** gamma * contrast + shift
-    # Quantum mottle: slightly correlated noise, level varying per image.
-    img += cfg.noise * rng.uniform(0.6, 1.4) * smooth_noise(rng, s, 0.5)
+    # Quantum mottle: white noise whose level varies per image.
+    img += cfg.noise * rng.uniform(0.6, 1.4) * rng.standard_normal((s, s), dtype=np.float32)
     image = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
     return PhantomImage(image=image, lungs=lungs, opacity=opacity, boxes=boxes)
 
@@ -183,53 +189,92 @@ def plan_patients(cfg: PhantomConfig) -> list[dict[str, Any]]:
     labels[rng.permutation(n)[:int(round(cfg.pneumonia_fraction * n))]] = 1
     sexes = rng.choice(["F", "M"], size=n)
     ages = rng.integers(cfg.age_range[0], cfg.age_range[1] + 1, size=n)
-    return [{"patient_id": f"PH{p:05d}", "n": counts[p], "label": int(labels[p]),
-             "sex": str(sexes[p]), "age": int(ages[p]), "seq": seq}
-            for p, seq in enumerate(patients_seq.spawn(n))]
+    plan = []
+    for p, seq in enumerate(patients_seq.spawn(n)):
+        mask_seq, anat_seq, *image_seqs = seq.spawn(2 + counts[p])
+        plan.append({"patient_id": f"PH{p:05d}", "n": counts[p], "label": int(labels[p]),
+                     "sex": str(sexes[p]), "age": int(ages[p]), "mask_seq": mask_seq,
+                     "anat_seq": anat_seq, "image_seqs": image_seqs})
+    return plan
 
 
-def _pick_mask(rng: np.random.Generator, degenerate: set[str]) -> str:
+def _load_packed(name: str) -> tuple[tuple[int, int], np.ndarray] | None:
+    crop = load_lung_mask(name)
+    return None if crop is None else (crop.shape, np.packbits(crop))
+
+
+def unpack_mask(packed: tuple[tuple[int, int], np.ndarray]) -> np.ndarray:
+    shape, bits = packed
+    return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+
+def choose_lung_masks(patients: list[dict[str, Any]], map_fn=map) -> tuple[list[str], dict[str, Any]]:
+    """Give each patient a usable v7labs mask; decode every candidate mask once.
+
+    Each patient draws candidates from its own stream until one is not degenerate, so
+    the choice is the same however decoding is batched or parallelised (``map_fn``).
+
+    Returns:
+        The mask name per patient and ``{name: packed crop or None (degenerate)}``.
+    """
     names = lung_mask_names()
-    for _ in range(10_000):
-        name = names[int(rng.integers(len(names)))]
-        if load_lung_mask(name) is not None:
-            return name
-        degenerate.add(name)
-    raise RuntimeError("no usable lung mask found in the torchxrayvision v7labs zip")
+    rngs = [np.random.default_rng(p["mask_seq"]) for p in patients]
+    current = [names[int(r.integers(len(names)))] for r in rngs]
+    known: dict[str, Any] = {}
+    while True:
+        for i, rng in enumerate(rngs):
+            while current[i] in known and known[current[i]] is None:
+                if len(known) == len(names) and all(v is None for v in known.values()):
+                    raise RuntimeError(f"no usable lung mask in {torchxrayvision_data() / 'semantic_masks_v7labs_lungs.zip'}")
+                current[i] = names[int(rng.integers(len(names)))]
+        todo = sorted({c for c in current if c not in known})
+        if not todo:
+            return current, known
+        known.update(zip(todo, map_fn(_load_packed, todo)))
 
 
-def _png(array: np.ndarray) -> bytes:
+def patient_images(cfg: PhantomConfig, patient: dict[str, Any], mask_name: str,
+                   packed: Any) -> list[PhantomImage]:
+    """Draw every image of one patient (the anatomy once, then per-image jitter and lesions)."""
+    anat = sample_anatomy(np.random.default_rng(patient["anat_seq"]), mask_name, cfg.lung_width)
+    base = draw_patient_base(cfg, anat, unpack_mask(packed))
+    return [render_image(cfg, base, patient["label"], seq) for seq in patient["image_seqs"]]
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(array, mode="L").save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
+    storage.write_bytes(path, buf.getvalue())
 
 
-def _draw_patient(cfg: PhantomConfig, out: str, patient: dict[str, Any]) -> tuple[list, list, set]:
-    """Draw and write all images of one patient (runs in a worker process)."""
-    anat_seq, *image_seqs = patient["seq"].spawn(1 + patient["n"])
-    rng = np.random.default_rng(anat_seq)
-    degenerate: set[str] = set()
-    anat = sample_anatomy(rng, _pick_mask(rng, degenerate), cfg.lung_width)
-    base = draw_patient_base(cfg, anat)
-    rows, boxes = [], []
-    for k, seq in enumerate(image_seqs):
-        image_id = f"{patient['patient_id']}_{k}"
-        im = render_image(cfg, base, patient["label"], seq)
-        storage.write_bytes(Path(out, "images", f"{image_id}.png"), _png(im.image))
-        storage.write_bytes(Path(out, "masks", f"{image_id}.png"), _png(im.lungs.astype(np.uint8) * 255))
-        rows.append({"image_id": image_id, "patient_id": patient["patient_id"],
-                     "path": f"images/{image_id}.png", "label": patient["label"],
-                     "width": cfg.size, "height": cfg.size, "mask_path": f"masks/{image_id}.png",
-                     "view": "PA", "sex": patient["sex"], "age": patient["age"],
-                     "n_opacities": len(im.boxes), "lung_source": anat.mask_name.rsplit("/", 1)[-1]})
-        boxes += [{"image_id": image_id, "x": x, "y": y, "w": w, "h": h} for x, y, w, h in im.boxes]
-    return rows, boxes, degenerate
+@lru_cache(maxsize=1)
+def _writer() -> ThreadPoolExecutor:
+    """Threads for PNG encoding and fsync-ed writes (both release the GIL), one pool per process."""
+    return ThreadPoolExecutor(4)
 
 
-def _draw_chunk(cfg: PhantomConfig, out: str, patients: list[dict[str, Any]]) -> list[tuple]:
-    return [_draw_patient(cfg, out, p) for p in patients]
+def _draw_chunk(cfg: PhantomConfig, out: str, tasks: list[tuple]) -> list[tuple[list, list]]:
+    """Draw and write the images of a few patients (runs in a worker process)."""
+    results, pending = [], []
+    for patient, mask_name, packed in tasks:
+        rows, boxes = [], []
+        for k, im in enumerate(patient_images(cfg, patient, mask_name, packed)):
+            image_id = f"{patient['patient_id']}_{k}"
+            pending += [_writer().submit(_write_png, Path(out, "images", f"{image_id}.png"), im.image),
+                        _writer().submit(_write_png, Path(out, "masks", f"{image_id}.png"),
+                                         im.lungs.astype(np.uint8) * 255)]
+            rows.append({"image_id": image_id, "patient_id": patient["patient_id"],
+                         "path": f"images/{image_id}.png", "label": patient["label"],
+                         "width": cfg.size, "height": cfg.size, "mask_path": f"masks/{image_id}.png",
+                         "view": "PA", "sex": patient["sex"], "age": patient["age"],
+                         "n_opacities": len(im.boxes), "lung_source": mask_name.rsplit("/", 1)[-1]})
+            boxes += [{"image_id": image_id, "x": x, "y": y, "w": w, "h": h} for x, y, w, h in im.boxes]
+        results.append((rows, boxes))
+    for f in pending:
+        f.result()  # re-raises a failed write
+    return results
 
 
 def _is_complete(out: Path, cfg: PhantomConfig) -> bool:
@@ -278,25 +323,27 @@ def generate_phantom(out: str | Path, config: PhantomConfig | None = None, **ove
     started = time.time()
     (out / "phantom.json").unlink(missing_ok=True)  # incomplete until rewritten at the end
     patients = plan_patients(cfg)
-    chunks = [patients[i:i + 4] for i in range(0, len(patients), 4)]
-    results: list[tuple] = []
-    with tqdm(total=cfg.n_images, desc="phantom images", unit="img") as bar:
-        if cfg.workers == 1 or len(chunks) < 8:
-            mapped = (_draw_chunk(cfg, str(out), c) for c in chunks)
-            pool = None
-        else:
-            pool = ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"))
-            mapped = pool.map(_draw_chunk, [cfg] * len(chunks), [str(out)] * len(chunks), chunks)
-        try:
+    pool = None
+    if cfg.workers > 1 and len(patients) >= _MIN_PATIENTS_FOR_POOL:
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"))
+    try:
+        mask_names, masks = choose_lung_masks(
+            patients, map_fn=map if pool is None else lambda f, xs: pool.map(f, xs, chunksize=8))
+        tasks = [(p, m, masks[m]) for p, m in zip(patients, mask_names)]
+        chunks = [tasks[i:i + 4] for i in range(0, len(tasks), 4)]
+        mapped = (map(_draw_chunk, [cfg] * len(chunks), [str(out)] * len(chunks), chunks) if pool is None
+                  else pool.map(_draw_chunk, [cfg] * len(chunks), [str(out)] * len(chunks), chunks))
+        results: list[tuple] = []
+        with tqdm(total=cfg.n_images, desc="phantom images", unit="img") as bar:
             for chunk in mapped:
                 results += chunk
                 bar.update(sum(len(r[0]) for r in chunk))
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     images = pd.DataFrame([row for r in results for row in r[0]])
     boxes = pd.DataFrame([b for r in results for b in r[1]], columns=["image_id", "x", "y", "w", "h"])
-    degenerate = sorted(set().union(*(r[2] for r in results)))
+    degenerate = sorted(name.rsplit("/", 1)[-1] for name, v in masks.items() if v is None)
     _remove_stale(out, set(images["image_id"]))
     storage.save_table(out / "images.csv", images)
     storage.save_table(out / "boxes.csv", boxes)
