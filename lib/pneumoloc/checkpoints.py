@@ -16,6 +16,7 @@ Checkpoints published with the paper are imported with :func:`import_paper_check
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,20 +29,21 @@ __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_model", "latest
            "import_paper_checkpoint", "CorruptFileError"]
 
 FORMAT = "pneumoloc-checkpoint/1"
-_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+# Exact types: numpy.float64 subclasses float but pickles as a numpy global weights_only refuses.
+_PLAIN = (str, int, float, bool, type(None))
 
 
 def _check_plain(value: Any, where: str) -> None:
     """Reject values ``weights_only=True`` could not load back (custom classes, numpy, Paths)."""
-    if isinstance(value, dict):
+    if type(value) in (dict, OrderedDict):  # state_dict() objects are OrderedDicts
         for k, v in value.items():
-            if not isinstance(k, (str, int)):
+            if type(k) not in (str, int):
                 raise TypeError(f"checkpoint metadata {where}: key {k!r} must be str or int")
             _check_plain(v, f"{where}.{k}")
-    elif isinstance(value, (list, tuple)):
+    elif type(value) in (list, tuple):
         for i, v in enumerate(value):
             _check_plain(v, f"{where}[{i}]")
-    elif not isinstance(value, _PLAIN):
+    elif type(value) not in _PLAIN and not isinstance(value, torch.Tensor):
         raise TypeError(f"checkpoint metadata {where} is a {type(value).__name__}; store plain values "
                         f"only (str/int/float/bool/None/tensor, lists and dicts of them), e.g. str(path), "
                         f"float(x), array.tolist()")
