@@ -7,15 +7,15 @@ from pneumoloc import thresholds as T
 from pneumoloc.localization import iou_dice
 
 
-def test_otsu_partition_matches_skimage_on_exact_levels():
+def test_otsu_partition_matches_skimage_on_uint8_levels():
     rng = np.random.default_rng(0)
     maps = np.clip(np.concatenate([rng.normal(0.2, 0.08, (6, 200)), rng.normal(0.7, 0.1, (6, 56))], 1), 0, 1)
-    maps = maps.reshape(6, 16, 16).astype(np.float16)
-    t = T.otsu_thresholds(maps)
-    for m, ti in zip(maps, t):
-        values, counts = np.unique(m.astype(np.float64), return_counts=True)
-        ref = threshold_otsu(hist=(counts, values))
-        assert ((m > ti) == (m.astype(np.float64) > ref)).all()
+    q = np.rint(maps * 255).astype(np.uint8).reshape(6, 16, 16)
+    t = T.otsu_thresholds(maps.reshape(6, 16, 16).astype(np.float16))
+    for qi, ti, m in zip(q, t, maps.reshape(6, 16, 16).astype(np.float16)):
+        ref = threshold_otsu(qi)  # uint8 image: one bin per level
+        assert ((m > ti) == (qi > ref)).all()
+        assert 0 < (m > ti).sum() < m.size
 
 
 def test_otsu_constant_map_gives_empty_mask():
@@ -27,6 +27,7 @@ def test_fraction_and_registry():
     m = np.array([[[0.2, 0.8], [0.4, 1.0]]])
     assert T.thresholds_for("frac0.50", m)[0] == pytest.approx(0.5)
     assert T.binarize(m, T.thresholds_for("frac0.3", m)).sum() == 3
+    assert T.fraction_thresholds(m.astype(np.float16), 0.5)[0] == 0.5  # float16 bit-pattern path
     with pytest.raises(KeyError, match="otsu"):
         T.thresholds_for("magic", m)
 

@@ -40,7 +40,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def cam_to_boxes(maps, thresholds, widths: Sequence[float] | None = None,
                  heights: Sequence[float] | None = None, probs: Sequence[float] | None = None,
-                 min_cells: int = 1) -> list[np.ndarray]:
+                 min_cells: int = 1, max_boxes: int = 0) -> list[np.ndarray]:
     """Boxes ``[k, 5]`` (``x, y, w, h, score``) per image from the connected components of
     ``map > t``.
 
@@ -52,6 +52,7 @@ def cam_to_boxes(maps, thresholds, widths: Sequence[float] | None = None,
         probs: classifier probabilities; a box's score is its component's peak map value
             times the image's probability (the peak alone when omitted).
         min_cells: components smaller than this many cells are dropped (speckle).
+        max_boxes: keep at most this many components per image, the largest first (0 = all).
     """
     from scipy import ndimage
 
@@ -61,22 +62,46 @@ def cam_to_boxes(maps, thresholds, widths: Sequence[float] | None = None,
     sx = np.ones(n) if widths is None else np.asarray(widths, float) / side
     sy = np.ones(n) if heights is None else np.asarray(heights, float) / side
     p = np.ones(n) if probs is None else np.asarray(probs, float)
-    eight = np.ones((3, 3), bool)
-    out = []
-    for i in range(n):
-        labels, k = ndimage.label(m[i] > t[i], structure=eight)
-        rows = []
-        if k:
-            sizes = np.bincount(labels.ravel(), minlength=k + 1)
-            peaks = ndimage.maximum(m[i], labels, index=np.arange(1, k + 1))
-            for j, sl in enumerate(ndimage.find_objects(labels)):
-                if sizes[j + 1] < min_cells:
-                    continue
-                y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
-                rows.append([x0 * sx[i], y0 * sy[i], (x1 - x0) * sx[i], (y1 - y0) * sy[i],
-                             float(peaks[j]) * p[i]])
-        out.append(np.asarray(rows, float).reshape(-1, 5))
-    return out
+    out: list[list] = [[] for _ in range(n)]
+    if n == 0:
+        return []
+    # one labelling of the whole stack: 8-connected within an image, never across images
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True
+    labels, k = ndimage.label(m > t[:, None, None], structure=structure)
+    if not k:
+        return [np.zeros((0, 5)) for _ in range(n)]
+    # labels grow in raster order, so each image holds a contiguous label range
+    image_of = np.searchsorted(np.maximum.accumulate(labels.reshape(n, -1).max(1)), np.arange(1, k + 1))
+    if k <= 64 * n:  # CAM-like maps: few components, measured within their bounding regions
+        objs = ndimage.find_objects(labels)
+        inside = [labels[sl] == j + 1 for j, sl in enumerate(objs)]
+        sizes = np.array([x.sum() for x in inside])
+    else:  # speckle: one pass over all pixels instead of a Python loop over components
+        sizes = np.bincount(labels.ravel(), minlength=k + 1)[1:]
+    keep = sizes >= min_cells
+    if max_boxes:
+        order = np.lexsort((-sizes, image_of))
+        first = np.searchsorted(image_of[order], image_of[order], side="left")
+        rank = np.empty(k, int)
+        rank[order] = np.arange(k) - first
+        keep &= rank < max_boxes
+    kept = np.flatnonzero(keep)
+    if k > 64 * n:  # relabel the kept components only, then find their regions
+        lut = np.zeros(k + 1, np.int32)
+        lut[kept + 1] = np.arange(1, len(kept) + 1)
+        labels = lut[labels]
+        objs = ndimage.find_objects(labels)
+        inside = [labels[sl] == j + 1 for j, sl in enumerate(objs)]
+        kept_pos = range(len(kept))
+    else:
+        kept_pos = kept
+    for j in kept_pos:
+        sl = objs[j]
+        i, (y0, y1), (x0, x1) = sl[0].start, (sl[1].start, sl[1].stop), (sl[2].start, sl[2].stop)
+        peak = float(m[sl][inside[j]].max())  # from the component's own cells only
+        out[i].append([x0 * sx[i], y0 * sy[i], (x1 - x0) * sx[i], (y1 - y0) * sy[i], peak * p[i]])
+    return [np.asarray(r, float).reshape(-1, 5) for r in out]
 
 
 def image_precision(gt: np.ndarray, pred: np.ndarray,
@@ -96,20 +121,19 @@ def image_precision(gt: np.ndarray, pred: np.ndarray,
         return 0.0
     if pred.shape[1] == 5:
         pred = pred[np.argsort(-pred[:, 4], kind="stable")]
-    iou = box_iou(pred[:, :4], gt)
+    iou = box_iou(pred[:, :4], gt).tolist()  # plain floats: these loops are tiny
     scores = []
     for t in thresholds:
-        free = np.ones(len(gt), bool)
+        free = set(range(len(gt)))
         tp = 0
-        for row in iou:
-            cand = np.where(free & (row > t), row, -1.0)
-            j = int(cand.argmax())
-            if cand[j] > t:
-                free[j] = False
+        for row in iou:  # predictions in decreasing score
+            best = max(free, key=row.__getitem__, default=None)
+            if best is not None and row[best] > t:
+                free.discard(best)
                 tp += 1
         fp, fn = len(pred) - tp, len(gt) - tp
         scores.append(tp / (tp + fp + fn))
-    return float(np.mean(scores))
+    return sum(scores) / len(scores)
 
 
 def rsna_map(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray],

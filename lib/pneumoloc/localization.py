@@ -102,6 +102,20 @@ def _flatmask(masks, n: int) -> np.ndarray:
     return b.reshape(n, -1)
 
 
+def _weights(masks, n: int) -> np.ndarray:
+    """Masks as float32 0/1 ``[n, P]`` (a float32 mask is used as given, so callers scoring
+    several metrics convert once)."""
+    w = as_maps(masks)
+    if len(w) != n:
+        raise ValueError(f"{len(w)} masks for {n} maps: masks and maps must be row-aligned")
+    return np.ascontiguousarray(w.reshape(n, -1), dtype=np.float32)  # broadcast views -> real rows
+
+
+def _row_dot(m: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per-row sum of ``m * w`` as float64 (a batched BLAS dot: no product array)."""
+    return (m[:, None, :] @ w[:, :, None])[:, 0, 0].astype(np.float64)
+
+
 def boxes_by_image(boxes: pd.DataFrame, image_ids: Sequence[str]) -> list[np.ndarray]:
     """Row-aligned ``[k, 4]`` arrays of ``x, y, w, h`` (original pixels); ``k = 0`` for no box."""
     groups = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in boxes.groupby("image_id")}
@@ -154,10 +168,9 @@ def lung_attention_ratio(maps, lungs) -> Scores:
     and ``no_lung``.
     """
     m = _flat32(maps)
-    lung = _flatmask(lungs, len(m))
-    total = m.sum(1, dtype=np.float64)
-    inside = np.einsum("ij,ij->i", m, lung.astype(np.float32), dtype=np.float64)
-    return _scores(inside, total, {"zero_map": total <= 0, "no_lung": ~lung.any(1)})
+    lung = _weights(lungs, len(m))
+    total = m.sum(1).astype(np.float64)
+    return _scores(_row_dot(m, lung), total, {"zero_map": total <= 0, "no_lung": lung.max(1) <= 0})
 
 
 def pointing_game(maps, boxes, tolerance: float = 0.0) -> Scores:
@@ -185,10 +198,9 @@ def energy_in_boxes(maps, boxes) -> Scores:
     """Share of the map's energy inside the box union, sum(m*B)/sum(m); a constant map scores
     the box-area fraction."""
     m = _flat32(maps)
-    box = _flatmask(boxes, len(m))
-    total = m.sum(1, dtype=np.float64)
-    inside = np.einsum("ij,ij->i", m, box.astype(np.float32), dtype=np.float64)
-    return _scores(inside, total, {"zero_map": total <= 0, "no_box": ~box.any(1)})
+    box = _weights(boxes, len(m))
+    total = m.sum(1).astype(np.float64)
+    return _scores(_row_dot(m, box), total, {"zero_map": total <= 0, "no_box": box.max(1) <= 0})
 
 
 def lung_normalized_energy(maps, boxes, lungs) -> Scores:
@@ -198,12 +210,11 @@ def lung_normalized_energy(maps, boxes, lungs) -> Scores:
     the lung area, so this metric separates "looks at the lungs" from "looks at the lesion".
     """
     m = _flat32(maps)
-    box = _flatmask(boxes, len(m))
-    lung = _flatmask(lungs, len(m))
-    ml = m * lung
-    den = ml.sum(1, dtype=np.float64)
-    num = np.einsum("ij,ij->i", ml, box.astype(np.float32), dtype=np.float64)
-    return _scores(num, den, {"zero_map": m.max(1) <= 0, "no_box": ~box.any(1),
+    box = _weights(boxes, len(m))
+    lung = _weights(lungs, len(m))
+    den = _row_dot(m, lung)
+    num = _row_dot(m, lung * box)
+    return _scores(num, den, {"zero_map": m.max(1) <= 0, "no_box": box.max(1) <= 0,
                               "no_lung_energy": den <= 0})
 
 
@@ -257,8 +268,11 @@ def _ap_levels(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     ap = np.zeros(len(codes))
     n_pix = codes.shape[1]
     for i in range(len(codes)):
+        positives = codes[i][labels[i]]
+        if not positives.size:
+            continue  # AP undefined without positives; the caller excludes the image
         hist = np.bincount(codes[i], minlength=F16_LEVELS)
-        pos = np.bincount(codes[i][labels[i]], minlength=F16_LEVELS)
+        pos = np.bincount(positives, minlength=F16_LEVELS)
         lv = np.flatnonzero(pos)
         if lv.size:
             # pixels at or above level l = all pixels - pixels strictly below l
@@ -318,8 +332,8 @@ def localization_auprc(maps, boxes, method: str = "auto", chunk: int = 128) -> S
             ap[sl] = _ap_levels(codes[sl], box[sl])
         else:
             ap[sl] = _ap_sorted(m[sl].reshape(len(box[sl]), -1).astype(np.float64), box[sl])
-    flat = m.reshape(len(m), -1)
-    return _scores(ap, np.ones(len(m)), {"zero_map": flat.max(1) <= 0, "no_box": ~box.any(1)})
+    maxima = codes.max(1) if codes is not None else m.reshape(len(m), -1).max(1)  # uint16 max is fast
+    return _scores(ap, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
 
 
 def pointwise_detection_map(maps, boxes, probs, tolerance: float = 0.0) -> float:

@@ -2,9 +2,8 @@
 
 A thresholded map is ``map > t`` with one ``t`` per image. Rules (registry ``THRESHOLDS``):
 
-* ``"otsu"`` — Otsu's threshold per image (Otsu 1979; the CheXlocalize default), computed
-  exactly over the map's distinct float16 levels (stored maps are float16; other inputs are
-  rounded to float16 for the histogram only).
+* ``"otsu"`` — Otsu's threshold per image (Otsu 1979; the CheXlocalize default) on the map's
+  256-level version, as CheXlocalize computes it on uint8 maps.
 * ``"frac0.50"`` (any ``frac<f>``) — a fixed fraction of the image's maximum, ``t = f * max``.
 * ``tune_fraction`` picks ``f`` on the **validation** split (maximizing mean IoU or Dice over the
   validation images with boxes); the tuned value is then applied unchanged to test. Nothing here
@@ -19,14 +18,12 @@ from typing import Callable
 
 import numpy as np
 
-from .localization import F16_LEVELS, as_maps, iou_dice, level_counts
+from .localization import as_maps, iou_dice
 
 __all__ = ["THRESHOLDS", "register_threshold", "thresholds_for", "otsu_thresholds",
            "fraction_thresholds", "binarize", "gate", "tune_fraction", "tune_gate"]
 
 THRESHOLDS: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-
-_LEVEL_VALUES = np.arange(F16_LEVELS, dtype=np.uint16).view(np.float16).astype(np.float64)
 
 
 def register_threshold(name: str):
@@ -37,28 +34,43 @@ def register_threshold(name: str):
     return deco
 
 
+# 256-level value of every float16 bit pattern, so stored maps are quantized by one table lookup
+_F16_TO_LEVEL = np.rint(np.clip(np.nan_to_num(np.arange(65536, dtype=np.uint16).view(np.float16)
+                                              .astype(np.float32)), 0, 1) * 255).astype(np.uint8)
+
+
+def _levels256(m: np.ndarray) -> np.ndarray:
+    """``round(255 * clip(map, 0, 1))`` as uint8 ``[n, P]``."""
+    if m.dtype == np.float16:
+        return _F16_TO_LEVEL[np.ascontiguousarray(m).view(np.uint16)]
+    return np.rint(np.clip(m.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+
+
 @register_threshold("otsu")
 def otsu_thresholds(maps, chunk: int = 64) -> np.ndarray:
-    """Otsu's threshold of each map: the level maximizing the between-class variance
-    w0 * w1 * (mu0 - mu1)^2 of {<= t} vs {> t} (Otsu 1979, eq. 18), exact over float16 levels.
-    A map with a single value gets that value (so ``map > t`` is empty)."""
+    """Otsu's threshold of each map on its 256-level version ``q = round(255 * map)`` (as
+    CheXlocalize does with OpenCV on uint8 maps): the level k maximizing the between-class
+    variance w0 * w1 * (mu0 - mu1)^2 of {q <= k} vs {q > k} (Otsu 1979, eq. 18), returned as
+    ``t = (k + 0.5) / 255`` so that ``map > t`` is ``q > k`` (up to values exactly halfway
+    between two levels). A single-valued map gets the threshold just above its value (empty
+    mask)."""
     m = as_maps(maps)
-    codes = np.clip(m, 0, 1).astype(np.float16).view(np.uint16).reshape(len(m), -1)
-    out = np.zeros(len(m))
+    m = m.reshape(len(m), -1)
+    levels = np.arange(256, dtype=np.float64)
+    hist = np.zeros((len(m), 256))
     for a in range(0, len(m), chunk):
-        hist = level_counts(codes[a:a + chunk]).astype(np.float64)
-        w0 = np.cumsum(hist, axis=1)
-        s0 = np.cumsum(hist * _LEVEL_VALUES, axis=1)
-        w, s = w0[:, -1:], s0[:, -1:]
-        w1 = w - w0
-        mu0 = np.divide(s0, w0, out=np.zeros_like(s0), where=w0 > 0)
-        mu1 = np.divide(s - s0, w1, out=np.zeros_like(s0), where=w1 > 0)
-        between = w0 * w1 * (mu0 - mu1) ** 2
-        k = between.argmax(1)
-        single = between.max(1) <= 0
-        k[single] = hist[single].argmax(1)
-        out[a:a + chunk] = _LEVEL_VALUES[k]
-    return out
+        for i, q in enumerate(_levels256(m[a:a + chunk]), start=a):
+            hist[i] = np.bincount(q, minlength=256)
+    w0 = np.cumsum(hist, axis=1)
+    s0 = np.cumsum(hist * levels, axis=1)
+    w1 = w0[:, -1:] - w0
+    mu0 = np.divide(s0, w0, out=np.zeros_like(s0), where=w0 > 0)
+    mu1 = np.divide(s0[:, -1:] - s0, w1, out=np.zeros_like(s0), where=w1 > 0)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    k = between.argmax(1)
+    single = between.max(1) <= 0
+    k[single] = hist[single].argmax(1)
+    return (k + 0.5) / 255
 
 
 def fraction_thresholds(maps, fraction: float) -> np.ndarray:
@@ -66,7 +78,12 @@ def fraction_thresholds(maps, fraction: float) -> np.ndarray:
     if not 0 <= fraction < 1:
         raise ValueError(f"fraction={fraction} must be in [0, 1)")
     m = as_maps(maps)
-    return fraction * m.reshape(len(m), -1).max(1).astype(np.float64)
+    m = m.reshape(len(m), -1)
+    if m.dtype == np.float16:  # non-negative float16 bit patterns order like their values
+        codes = np.ascontiguousarray(m).view(np.uint16).max(1)
+        if codes.max(initial=0) <= 0x7C00:
+            return fraction * codes.view(np.float16).astype(np.float64)
+    return fraction * m.max(1).astype(np.float64)
 
 
 for _f in (0.25, 0.5, 0.75):
