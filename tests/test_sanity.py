@@ -63,7 +63,18 @@ def test_similarity_hand_cases():
     rho, _ = sanity.map_similarity(a, 1 - a)
     assert rho[0] == pytest.approx(-1.0)
     rho, _ = sanity.map_similarity(a, np.zeros_like(a))
-    assert np.isnan(rho[0])  # a constant map has no ranks
+    assert rho[0] == 0.0  # the map lost all structure
+    rho, _ = sanity.map_similarity(np.zeros_like(a), a)
+    assert np.isnan(rho[0])  # a constant original has no ranks: image left out
+
+
+def test_summary_uses_the_final_step_even_when_it_is_nan():
+    import pandas as pd
+
+    table = pd.DataFrame({"backbone": "b", "method": "m", "step": [0, 1], "layer": ["original", "head"],
+                          "spearman": [1.0, np.nan], "ssim": [1.0, 0.1], "n": [3, 0]})
+    row = sanity.sanity_summary(table).iloc[0]
+    assert row["steps"] == 1 and np.isnan(row["final_spearman"]) and not row["flagged"]
 
 
 def test_model_independent_method_is_flagged_and_gradcam_is_not(monkeypatch):

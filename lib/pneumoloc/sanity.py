@@ -83,7 +83,11 @@ def reinitialize(group: CascadeGroup, seed: int) -> None:
 
 
 def map_similarity(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image Spearman rank correlation and SSIM of maps ``[N, H, W]`` (NaN: a constant map)."""
+    """Per-image Spearman rank correlation and SSIM of original maps ``a`` and new maps ``b``.
+
+    A constant original map has no ranks (NaN: the image is left out); a new map that became
+    constant (e.g. all zero after the ReLU) keeps none of the original's structure: 0.
+    """
     from scipy.stats import spearmanr
     from skimage.metrics import structural_similarity
 
@@ -91,8 +95,8 @@ def map_similarity(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     ssim = np.full(len(a), np.nan)
     for i in range(len(a)):
         x, y = a[i].astype(np.float64), b[i].astype(np.float64)
-        if np.ptp(x) > 0 and np.ptp(y) > 0:
-            rho[i] = spearmanr(x.ravel(), y.ravel()).statistic
+        if np.ptp(x) > 0:
+            rho[i] = spearmanr(x.ravel(), y.ravel()).statistic if np.ptp(y) > 0 else 0.0
         ssim[i] = structural_similarity(x, y, data_range=1.0, win_size=min(7, (min(x.shape) // 2) * 2 - 1))
     return rho, ssim
 
@@ -133,10 +137,11 @@ def sanity_table(models: dict[str, nn.Module], x: torch.Tensor, methods: list[st
 def sanity_summary(table: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     """One row per backbone x method at full randomization; ``flagged`` when the maps barely
     changed: final Spearman or SSIM still >= ``threshold``."""
-    last = table.sort_values("step").groupby(["backbone", "method"], as_index=False).last()
+    final = table.groupby(["backbone", "method"])["step"].transform("max") == table["step"]
+    last = table[final].copy()  # the fully randomized row itself (groupby.last would skip NaN)
     last = last.rename(columns={"spearman": "final_spearman", "ssim": "final_ssim", "step": "steps"})
     last["flagged"] = (last["final_spearman"] >= threshold) | (last["final_ssim"] >= threshold)
-    return last[["backbone", "method", "steps", "final_spearman", "final_ssim", "flagged"]]
+    return last.reset_index(drop=True)[["backbone", "method", "steps", "final_spearman", "final_ssim", "flagged"]]
 
 
 def plot_sanity(table: pd.DataFrame, threshold: float = 0.5):
