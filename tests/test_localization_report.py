@@ -128,3 +128,34 @@ def test_no_maps_is_a_clear_error(tmp_path):
     run, _, _ = _synthetic_run(tmp_path)
     with pytest.raises(ValueError, match="notebook 03"):
         score_run(run, models=["nope"], progress=False)
+
+
+def test_tables_failures_auc_and_figures(report, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pneumoloc import localization_plots as P
+    from pneumoloc.localization_report import classifier_auc, failure_inputs, format_table, worst_localized
+
+    run, images, _, rep = report
+    wide = format_table(rep.metrics, ["hit", "energy", "lar"])
+    assert {"target_layer", "map_size", "hit", "energy"} <= set(wide.columns)
+    assert wide.loc[wide.model == "good", "energy"].iloc[0].startswith("1.000 [")
+    worst = worst_localized(rep.per_image, "energy", n=2)
+    bad = worst[worst.model == "bad"]
+    assert len(bad) == 2 and (bad.label == 1).all() and (bad.prob >= 0.5).all()
+    assert bad.value.is_monotonic_increasing
+    allbad = rep.per_image.query("model == 'bad' and method == 'gradcam' and metric == 'energy' and variant == 'maps'")
+    assert bad.value.iloc[0] == allbad.value.min()
+    assert classifier_auc(run, "good") == 1.0  # prob separates labels perfectly in the synthetic run
+    assert np.isnan(classifier_auc(run, "nope"))
+    for iid in worst.image_id:  # images for the gallery
+        Image.fromarray(np.full((64, 128), 100, np.uint8)).save(images.set_index("image_id").loc[iid, "path"])
+    arrays = failure_inputs(run, worst)
+    assert len(arrays[0]) == len(worst) and arrays[2][0].shape == (SIZE, SIZE)
+    figs = [P.metric_bars(rep.metrics, ["hit", "energy"]), P.lar_distribution(rep.per_image),
+            P.localization_vs_auc(rep.metrics, pd.Series({"good": 1.0, "bad": 0.9})),
+            P.failure_gallery(worst, *arrays)]
+    assert all(len(f.axes) for f in figs)
+    with pytest.raises(ValueError, match="none of the requested"):
+        P.metric_bars(rep.metrics, ["nope"])

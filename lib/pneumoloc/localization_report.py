@@ -28,7 +28,8 @@ from .lungmasks import LungMasks, lung_masks
 from .thresholds import fraction_thresholds, thresholds_for, tune_fraction
 
 __all__ = ["GroundTruth", "ground_truth", "score_maps", "summarize", "pointwise_stat",
-           "score_run", "paired_comparisons", "LocalizationReport"]
+           "score_run", "paired_comparisons", "LocalizationReport", "format_table", "worst_localized",
+           "classifier_auc", "failure_inputs"]
 
 
 @dataclass(frozen=True)
@@ -283,3 +284,70 @@ def paired_comparisons(per_image: pd.DataFrame, n_boot: int = 200, seed: int = 0
                          "model_a": a[0], "method_a": a[1], "model_b": b[0], "method_b": b[1], "n": len(common),
                          "diff": est.value, "low": est.low, "high": est.high})
     return pd.DataFrame(rows)
+
+
+def format_table(metrics: pd.DataFrame, names: Sequence[str], variant: str = "maps") -> pd.DataFrame:
+    """Wide table: one row per model x method (with target layer and map size beside every
+    number), one column per metric holding ``value [low, high]``."""
+    df = metrics[(metrics["variant"] == variant) & metrics["metric"].isin(names)].copy()
+    df["cell"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df["value"], df["low"], df["high"])]
+    keys = ["model", "method", "target_layer", "map_size"]
+    wide = df.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first")
+    return wide[[n for n in names if n in wide.columns]].reset_index()
+
+
+def worst_localized(per_image: pd.DataFrame, metric: str = "energy", n: int = 8,
+                    prob_threshold: float = 0.5) -> pd.DataFrame:
+    """The true positives (label 1, prob >= threshold) with the lowest ``metric`` per model x
+    method: the WILDCAT study's failure review (where does the attention go instead?)."""
+    df = per_image[(per_image["variant"] == "maps") & (per_image["metric"] == metric)
+                   & (per_image["label"] == 1) & (per_image["prob"] >= prob_threshold)]
+    return (df.sort_values("value").groupby(["model", "method"], sort=False).head(n)
+            .sort_values(["model", "method", "value"]).reset_index(drop=True))
+
+
+def classifier_auc(run, model: str, split: str = "test") -> float:
+    """Test ROC-AUC of ``model``: from ``metrics.json`` (``operating_points.*.roc_auc``, the
+    training notebook's format), else computed from ``predictions.csv``; NaN when neither exists."""
+    from .evaluation import roc_auc
+    from .storage import load_json
+
+    path = run.model_dir(model) / "metrics.json"
+    if path.exists():
+        ops = load_json(path).get("operating_points", {})
+        for point in ops.values():
+            if "roc_auc" in point:
+                return float(point["roc_auc"])
+    pred_path = run.model_dir(model) / "predictions.csv"
+    if not pred_path.exists():
+        return float("nan")
+    pred = pd.read_csv(pred_path)
+    pred = pred[pred["split"] == split]
+    return roc_auc(pred["label"], pred["prob"]) if pred["label"].nunique() == 2 else float("nan")
+
+
+def failure_inputs(run, rows: pd.DataFrame, image_size: int = 256, lung_source: str = "auto",
+                   **lung_options) -> tuple[list, list, list, list]:
+    """Images (squashed to ``image_size``), maps, box masks and lung masks of ``rows`` (from
+    :func:`worst_localized`), as row-aligned lists for :func:`localization_plots.failure_gallery`."""
+    from .cache import resize_square
+    from .dataset import load_tables
+    from .images import read_grayscale
+    from .maps import load_maps
+
+    tables = load_tables(run)
+    paths = tables.images.set_index("image_id")["path"]
+    per_system = {}
+    for (model, method), g in rows.groupby(["model", "method"], sort=False):
+        ms = load_maps(run, model, method)
+        ids = g["image_id"].astype(str).tolist()
+        per_system[model, method] = (ms, ids, ground_truth(tables, ids, ms.map_size, lung_source, **lung_options))
+    images, maps, boxes, lungs = [], [], [], []
+    for r in rows.itertuples():  # in the order of ``rows``
+        ms, ids, gt = per_system[r.model, r.method]
+        k = ids.index(str(r.image_id))
+        images.append(resize_square(read_grayscale(paths[str(r.image_id)]), image_size))
+        maps.append(ms.maps[ms.row(str(r.image_id))])
+        boxes.append(gt.box_masks[k])
+        lungs.append(gt.lungs.masks[k])
+    return images, maps, boxes, lungs
