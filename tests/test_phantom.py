@@ -201,6 +201,13 @@ def test_existing_phantom_is_reused_and_a_new_config_replaces_it(tmp_path):
     assert len(list((out / "images").glob("*.png"))) == 3 == len(pd.read_csv(out / "images.csv"))
 
 
+def test_a_folder_with_other_files_is_not_overwritten(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt"):
+        generate_phantom(tmp_path, **SMALL)
+    assert not (tmp_path / "images.csv").exists()
+
+
 @pytest.mark.slow
 def test_process_pool_gives_the_same_files_as_one_process(tmp_path):
     cfg = dict(n_images=30, size=32, images_per_patient=(1, 1))  # 30 patients: pool used

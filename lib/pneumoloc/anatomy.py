@@ -199,7 +199,9 @@ def render_anatomy(anat: Anatomy, coverage: np.ndarray, rib_contrast: float = 1.
     ys, xs = np.nonzero(lungs)
     x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
     cx, half_w, lh = (x0 + x1) / 2, (x1 - x0) / 2, float(y1 - y0)
-    soft_lung = ndi.gaussian_filter(coverage.astype(np.float32), 0.006 * s + 0.3)
+    # lung darkness fades inside the mask only, so no dark seam is left outside it (a
+    # lesion there, cut by the exact mask, would show one)
+    soft_lung = ndi.gaussian_filter(coverage.astype(np.float32), 0.006 * s + 0.3) * coverage
 
     # Thorax: thickness through an elliptical cross-section ~ sqrt(1 - d^2); shoulders
     # widen above the apices, the neck narrows (soft edges).
@@ -302,14 +304,16 @@ def rsna_boxes() -> tuple[np.ndarray, np.ndarray]:
     return df[["x", "y", "width", "height"]].to_numpy(float), np.append(starts, len(df))
 
 
-def _opacity(rng: np.random.Generator, lungs: np.ndarray, centre: tuple[float, float],
+def _opacity(rng: np.random.Generator, weight: np.ndarray, centre: tuple[float, float],
              radii: tuple[float, float]) -> tuple[np.ndarray, int]:
     """One consolidation's opacity (0..1) on the frame, already cut to the lungs.
 
     A soft-edged ellipse whose border is perturbed by smooth noise, with patchy texture
-    (air bronchograms, partial filling). Returns it and its support size before the cut.
+    (air bronchograms, partial filling), multiplied by ``weight`` (0 outside the lungs,
+    fading at their border like the drawn lung darkness, so no bright rim appears).
+    Returns it and its support size before the cut.
     """
-    size = lungs.shape[0]
+    size = weight.shape[0]
     (cx, cy), (rx, ry) = centre, (max(radii[0], 1.5), max(radii[1], 1.5))
     x0, x1 = int(max(cx - 1.4 * rx, 0)), int(min(cx + 1.4 * rx + 1, size))
     y0, y1 = int(max(cy - 1.4 * ry, 0)), int(min(cy + 1.4 * ry + 1, size))
@@ -322,11 +326,12 @@ def _opacity(rng: np.random.Generator, lungs: np.ndarray, centre: tuple[float, f
     r = np.hypot((xx - cx) / rx, (yy - cy) / ry) + 0.15 * edge
     t = np.clip((1.0 - r) / 0.55, 0, 1)
     alpha = t * t * (3 - 2 * t) * np.clip(0.8 + 0.25 * patch, 0.35, 1.0)
-    alpha[alpha < 0.05] = 0  # below this a lesion is invisible: keep the support exact
-    frame = np.zeros(lungs.shape, dtype=np.float32)
+    frame = np.zeros(weight.shape, dtype=np.float32)
     frame[y0:y1, x0:x1] = alpha[:y1 - y0, :x1 - x0]
-    full = int((frame > 0).sum())
-    return frame * lungs, full
+    full = int((frame >= 0.05).sum())
+    frame *= weight
+    frame[frame < 0.05] = 0  # below this a lesion is invisible: keep the support exact
+    return frame, full
 
 
 def draw_opacities(rng: np.random.Generator, lungs: np.ndarray, max_opacities: int,
@@ -346,6 +351,7 @@ def draw_opacities(rng: np.random.Generator, lungs: np.ndarray, max_opacities: i
     lx0, ly0, lw, lh = xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1
     rx0, ry0, rx1, ry1 = _RSNA_LUNGS
     min_px = max(6, int(0.002 * lungs.size))
+    weight = ndi.gaussian_filter(lungs.astype(np.float32), 0.006 * lungs.shape[0] + 0.3) * lungs
     total = np.zeros(lungs.shape, dtype=np.float32)
     boxes = []
     for box in group:
@@ -356,11 +362,11 @@ def draw_opacities(rng: np.random.Generator, lungs: np.ndarray, max_opacities: i
                 k = int(rng.integers(len(ys)))
                 centre = (float(xs[k]), float(ys[k]))
             radii = (w / (rx1 - rx0) * lw / 2, h / (ry1 - ry0) * lh / 2)
-            alpha, full = _opacity(rng, lungs, centre, radii)
+            alpha, full = _opacity(rng, weight, centre, radii)
             inside = int((alpha > 0).sum())
             if inside >= min_px and inside >= 0.35 * full or (attempt == 29 and inside):
                 break
-        amp = 0.28 * rng.uniform(0.8, 1.2)  # ~ soft tissue minus aerated lung: consolidation
+        amp = 0.35 * rng.uniform(0.8, 1.2)  # ~ soft tissue minus aerated lung: consolidation
         total += conspicuity * amp * alpha
         oy, ox = np.nonzero(alpha)
         boxes.append((int(ox.min()), int(oy.min()), int(np.ptp(ox) + 1), int(np.ptp(oy) + 1)))

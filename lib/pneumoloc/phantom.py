@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from .anatomy import (Anatomy, downsample, draw_opacities, jitter_frame, load_lu
 __all__ = ["PhantomConfig", "PhantomImage", "generate_phantom", "plan_patients", "choose_lung_masks",
            "patient_images", "draw_patient_base", "render_image", "unpack_mask", "GENERATOR_VERSION"]
 
-GENERATOR_VERSION = 1  # bump when the drawing changes: an existing phantom is then regenerated
+GENERATOR_VERSION = 2  # bump when the drawing changes: an existing phantom is then regenerated
 _EXECUTION_ONLY = ("workers",)  # fields that do not change the output
 _MIN_PATIENTS_FOR_POOL = 24  # below this, starting worker processes costs more than it saves
 
@@ -208,7 +208,7 @@ def unpack_mask(packed: tuple[tuple[int, int], np.ndarray]) -> np.ndarray:
     return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
 
 
-def choose_lung_masks(patients: list[dict[str, Any]], map_fn=map) -> tuple[list[str], dict[str, Any]]:
+def choose_lung_masks(patients: list[dict[str, Any]], map_fn: Callable = map) -> tuple[list[str], dict[str, Any]]:
     """Give each patient a usable v7labs mask; decode every candidate mask once.
 
     Each patient draws candidates from its own stream until one is not degenerate, so
@@ -224,8 +224,8 @@ def choose_lung_masks(patients: list[dict[str, Any]], map_fn=map) -> tuple[list[
     while True:
         for i, rng in enumerate(rngs):
             while current[i] in known and known[current[i]] is None:
-                if len(known) == len(names) and all(v is None for v in known.values()):
-                    raise RuntimeError(f"no usable lung mask in {torchxrayvision_data() / 'semantic_masks_v7labs_lungs.zip'}")
+                if len(known) == len(names) and not any(v is not None for v in known.values()):
+                    raise RuntimeError(f"no usable lung mask in {torchxrayvision_data()}")
                 current[i] = names[int(rng.integers(len(names)))]
         todo = sorted({c for c in current if c not in known})
         if not todo:
@@ -277,19 +277,44 @@ def _draw_chunk(cfg: PhantomConfig, out: str, tasks: list[tuple]) -> list[tuple[
     return results
 
 
+_OWN_ENTRIES = {"images", "masks", "images.csv", "boxes.csv", "phantom.json"}
+
+
 def _is_complete(out: Path, cfg: PhantomConfig) -> bool:
-    meta = out / "phantom.json"
-    if not (meta.exists() and (out / "images.csv").exists() and (out / "boxes.csv").exists()):
-        return False
-    try:
-        if storage.load_json(meta).get("fingerprint") != cfg.fingerprint():
-            return False
-    except (ValueError, OSError):
-        return False
+    """True when ``out`` holds a finished phantom of this config (all listed files present)."""
     import pandas as pd
 
-    table = pd.read_csv(out / "images.csv", usecols=["path", "mask_path"])
-    return all((out / p).exists() for p in (*table["path"], *table["mask_path"]))
+    try:
+        if storage.load_json(out / "phantom.json").get("fingerprint") != cfg.fingerprint():
+            return False
+        table = pd.read_csv(out / "images.csv", usecols=["path", "mask_path"])
+    except (OSError, ValueError, KeyError):
+        return False
+    return (out / "boxes.csv").exists() and all((out / p).exists() for p in table.to_numpy().ravel())
+
+
+def _draw_all(cfg: PhantomConfig, out: Path, patients: list[dict]) -> tuple[list, dict]:
+    """Choose masks and draw every patient, in a pool of ``cfg.workers`` spawned processes."""
+    from tqdm.auto import tqdm
+
+    pool = None
+    if cfg.workers > 1 and len(patients) >= _MIN_PATIENTS_FOR_POOL:
+        # spawn, not fork: a notebook kernel may hold torch threads that fork would copy
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"))
+    pmap = map if pool is None else (lambda f, *xs: pool.map(f, *xs, chunksize=2))
+    try:
+        names, masks = choose_lung_masks(patients, map_fn=pmap)
+        tasks = [(p, m, masks[m]) for p, m in zip(patients, names)]
+        chunks = [tasks[i:i + 4] for i in range(0, len(tasks), 4)]
+        results: list[tuple] = []
+        with tqdm(total=cfg.n_images, desc="phantom images", unit="img") as bar:
+            for chunk in pmap(_draw_chunk, [cfg] * len(chunks), [str(out)] * len(chunks), chunks):
+                results += chunk
+                bar.update(sum(len(rows) for rows, _ in chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return results, masks
 
 
 def generate_phantom(out: str | Path, config: PhantomConfig | None = None, **overrides: Any) -> Path:
@@ -298,6 +323,8 @@ def generate_phantom(out: str | Path, config: PhantomConfig | None = None, **ove
     Writes ``images/<id>.png``, ``masks/<id>.png`` (255 = lung), ``images.csv``,
     ``boxes.csv`` (x, y, w, h in pixels) and ``phantom.json`` (config, counts, provenance),
     each file atomically; ``phantom.json`` comes last and marks the dataset complete.
+    With ``workers > 1`` processes are spawned: call it from a notebook, the CLI, or under
+    ``if __name__ == "__main__":`` in a script.
 
     Args:
         out: dataset folder (relative paths are taken from the project root).
@@ -308,10 +335,10 @@ def generate_phantom(out: str | Path, config: PhantomConfig | None = None, **ove
         The absolute dataset folder.
 
     Raises:
-        ValueError: an unknown or out-of-range parameter (the message lists valid ones).
+        ValueError: an unknown or out-of-range parameter (the message lists valid ones), or
+            ``out`` holds files that are not a phantom's (nothing is overwritten then).
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from .paths import resolve
     from .provenance import provenance
@@ -320,33 +347,24 @@ def generate_phantom(out: str | Path, config: PhantomConfig | None = None, **ove
     out = resolve(out)
     if _is_complete(out, cfg):
         return out
+    foreign = sorted(p.name for p in out.glob("*") if p.name not in _OWN_ENTRIES) if out.is_dir() else []
+    if foreign:
+        raise ValueError(f"{out} holds {foreign[:5]}, which a phantom does not write: "
+                         f"choose an empty or a phantom folder for --out")
     started = time.time()
     (out / "phantom.json").unlink(missing_ok=True)  # incomplete until rewritten at the end
     patients = plan_patients(cfg)
-    pool = None
-    if cfg.workers > 1 and len(patients) >= _MIN_PATIENTS_FOR_POOL:
-        pool = ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"))
-    try:
-        mask_names, masks = choose_lung_masks(
-            patients, map_fn=map if pool is None else lambda f, xs: pool.map(f, xs, chunksize=8))
-        tasks = [(p, m, masks[m]) for p, m in zip(patients, mask_names)]
-        chunks = [tasks[i:i + 4] for i in range(0, len(tasks), 4)]
-        mapped = (map(_draw_chunk, [cfg] * len(chunks), [str(out)] * len(chunks), chunks) if pool is None
-                  else pool.map(_draw_chunk, [cfg] * len(chunks), [str(out)] * len(chunks), chunks))
-        results: list[tuple] = []
-        with tqdm(total=cfg.n_images, desc="phantom images", unit="img") as bar:
-            for chunk in mapped:
-                results += chunk
-                bar.update(sum(len(r[0]) for r in chunk))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    images = pd.DataFrame([row for r in results for row in r[0]])
-    boxes = pd.DataFrame([b for r in results for b in r[1]], columns=["image_id", "x", "y", "w", "h"])
-    degenerate = sorted(name.rsplit("/", 1)[-1] for name, v in masks.items() if v is None)
-    _remove_stale(out, set(images["image_id"]))
+    results, masks = _draw_all(cfg, out, patients)
+    images = pd.DataFrame([row for rows, _ in results for row in rows])
+    boxes = pd.DataFrame([b for _, bs in results for b in bs], columns=["image_id", "x", "y", "w", "h"])
+    keep = set(images["image_id"])
+    for sub in ("images", "masks"):  # PNGs of an earlier phantom with another config
+        for p in (out / sub).glob("*.png"):
+            if p.stem not in keep:
+                p.unlink()
     storage.save_table(out / "images.csv", images)
     storage.save_table(out / "boxes.csv", boxes)
+    degenerate = sorted(name.rsplit("/", 1)[-1] for name, v in masks.items() if v is None)
     storage.save_json(out / "phantom.json", {
         "generator": "pneumoloc.phantom", "generator_version": GENERATOR_VERSION,
         "fingerprint": cfg.fingerprint(), "config": asdict(cfg),
@@ -354,16 +372,8 @@ def generate_phantom(out: str | Path, config: PhantomConfig | None = None, **ove
                    "pneumonia_images": int(images["label"].sum()),
                    "pneumonia_patients": sum(p["label"] for p in patients), "boxes": len(boxes)},
         "lung_masks": {"in_zip": len(lung_mask_names()), "used": int(images["lung_source"].nunique()),
-                       "degenerate_skipped": len(degenerate), "degenerate_names": degenerate},
+                       "degenerate_seen": len(degenerate), "degenerate_names": degenerate},
         "sources": {"torchxrayvision_data": str(torchxrayvision_data())},
         "seconds": round(time.time() - started, 2), "provenance": provenance(),
     })
     return out
-
-
-def _remove_stale(out: Path, keep: set[str]) -> None:
-    """Delete PNGs of an earlier phantom (other config) that the new tables do not list."""
-    for sub in ("images", "masks"):
-        for p in (out / sub).glob("PH*_*.png"):
-            if p.stem not in keep:
-                p.unlink()
