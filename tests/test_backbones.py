@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pneumoloc.backbones import (BACKBONES, Classifier, TokensToGrid, WeightsUnavailableError, _derived_spec,
-                                 build_model, get_spec, model_from_config, resolve_layer)
+                                 build_model, get_spec, resolve_layer)
+from pneumoloc.checkpoints import model_from_config
 
 SIZE = {"vit_b_16": 32}  # ViT-B/16 at 32 px: a 2×2 patch grid; CNNs at 64 px (2×2 maps at stride 32)
 # Backbone parameters without classifier, from the published totals (torchvision/timm docs)
@@ -169,6 +170,17 @@ def test_local_weights_timm_style_checkpoint_and_vit_position_resampling(tmp_pat
     vit = build_model("vit_tiny_patch16_224", image_size=32, weights=tmp_path / "vit.pth")
     assert vit.backbone.pos_embed.shape == (1, 1 + 4, 192)  # resampled to the 2×2 grid
     assert torch.equal(vit.backbone.blocks[3].attn.qkv.weight, vit_sd["blocks.3.attn.qkv.weight"])
+
+
+def test_local_weights_from_an_earlier_pneumoloc_checkpoint(tmp_path):
+    from pneumoloc.checkpoints import save_checkpoint
+
+    torch.manual_seed(5)
+    first = build_model("resnet18", num_outputs=14)
+    save_checkpoint(tmp_path / "best.pt", first, epoch=3)
+    second = build_model("resnet18", weights=tmp_path / "best.pt")  # new head, same backbone
+    for (k, a), b in zip(first.backbone.state_dict().items(), second.backbone.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_local_weights_bad_files_are_clear_errors(tmp_path):

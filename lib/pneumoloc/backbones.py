@@ -32,8 +32,7 @@ from torch import nn
 from .heads import build_head
 
 __all__ = ["BackboneSpec", "BACKBONES", "register_backbone", "get_spec", "TokensToGrid",
-           "resolve_layer", "create_backbone", "Classifier", "build_model", "MODEL_KINDS",
-           "register_model_kind", "model_from_config", "WeightsUnavailableError"]
+           "resolve_layer", "create_backbone", "Classifier", "build_model", "WeightsUnavailableError"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,17 +163,20 @@ def _derived_spec(name: str, model: nn.Module, image_size: int | None) -> Backbo
 
 
 def _local_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Backbone weights from a local file: a state dict or a timm-style checkpoint dict."""
+    """Backbone weights from a local file: a state dict, a timm-style checkpoint dict, or a
+    pneumoloc checkpoint (its ``backbone.`` tensors: transfer from an earlier run)."""
     from .storage import load_torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights={str(path)!r} does not exist; pass the path of a saved state dict")
     obj = load_torch(path, check=False)  # foreign file: no sidecar, still weights_only=True
-    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
+    if isinstance(obj, dict) and any(str(k).startswith("backbone.") for k in obj):
+        obj = {k.removeprefix("backbone."): v for k, v in obj.items() if k.startswith("backbone.")}
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
         raise ValueError(f"weights={str(path)!r} is not a state dict of tensors (nor a checkpoint holding one)")
     return {k.removeprefix("module."): v for k, v in obj.items()}
@@ -220,7 +222,8 @@ def create_backbone(name: str, in_chans: int = 1, pretrained: bool = False,
         kwargs.update(_TIMM_KWARGS[name](size))
     if weights is not None:
         sd = _local_state_dict(weights)
-        probe = _create(timm_name, False, kwargs, vit_like_size=None if spec else image_size)
+        with torch.device("meta"):  # key names only: no memory, no initialization cost
+            probe = _create(timm_name, False, kwargs, vit_like_size=None if spec else image_size)
         missing = [k for k in probe.state_dict() if k not in sd and not k.endswith("num_batches_tracked")]
         if missing:
             raise ValueError(f"weights={str(weights)!r} does not fit timm model {timm_name!r}: "
@@ -250,7 +253,7 @@ class Classifier(nn.Module):
         backbone: the feature extractor (a timm model for built models).
         head: a head of :mod:`pneumoloc.heads` (features → logits).
         spec: the :class:`BackboneSpec` (``target_layer`` is a path inside this module).
-        config: plain dict from which :func:`model_from_config` rebuilds this model.
+        config: plain dict from which :func:`pneumoloc.checkpoints.model_from_config` rebuilds it.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, spec: BackboneSpec, config: dict[str, Any],
@@ -294,17 +297,6 @@ class Classifier(nn.Module):
         return torch.sigmoid(logits)
 
 
-MODEL_KINDS: dict[str, Callable[..., Classifier]] = {}
-
-
-def register_model_kind(kind: str) -> Callable[[Callable[..., Classifier]], Callable[..., Classifier]]:
-    """Register a function rebuilding a :class:`Classifier` from its ``config`` (without weights)."""
-    def add(fn: Callable[..., Classifier]) -> Callable[..., Classifier]:
-        MODEL_KINDS[kind] = fn
-        return fn
-    return add
-
-
 def _num_features(model: nn.Module) -> int:
     # MobileNet-V3 keeps its conv_head when unpooled: its width is head_hidden_size, not num_features.
     return int(getattr(model, "head_hidden_size", None) or model.num_features)
@@ -333,24 +325,4 @@ def build_model(backbone: str, head: str = "linear", num_outputs: int = 1, in_ch
               "init": str(weights) if weights is not None else ("timm-hub" if pretrained else "scratch")}
     model = Classifier(net, head_module, spec, config, in_chans)
     resolve_layer(model, spec.target_layer)  # fail now, not in notebook 03
-    return model
-
-
-@register_model_kind("timm")
-def _timm_from_config(backbone: str, head: str, num_outputs: int, in_chans: int, image_size: int,
-                      target_layer: str | None, head_options: dict[str, Any], **_: Any) -> Classifier:
-    model = build_model(backbone, head, num_outputs, in_chans, pretrained=False, image_size=image_size,
-                        target_layer=target_layer, **head_options)
-    return model
-
-
-def model_from_config(config: dict[str, Any]) -> Classifier:
-    """Rebuild an untrained :class:`Classifier` with the architecture recorded in ``config``."""
-    from . import paper_models  # noqa: F401  (registers the "paper" kind)
-
-    kind = config.get("kind")
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"model config kind {kind!r} unknown; known kinds: {sorted(MODEL_KINDS)}")
-    model = MODEL_KINDS[kind](**config)
-    model.config = dict(config)  # keep provenance keys (e.g. "init") of the original
     return model

@@ -18,19 +18,50 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
-from .backbones import Classifier, model_from_config
+from .backbones import Classifier, build_model
 from .storage import CorruptFileError, load_torch, save_torch
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_model", "latest_good_checkpoint",
+__all__ = ["FORMAT", "MODEL_KINDS", "register_model_kind", "model_from_config", "save_checkpoint", "load_checkpoint", "load_model", "latest_good_checkpoint",
            "import_paper_checkpoint", "CorruptFileError"]
 
 FORMAT = "pneumoloc-checkpoint/1"
 # Exact types: numpy.float64 subclasses float but pickles as a numpy global weights_only refuses.
 _PLAIN = (str, int, float, bool, type(None))
+
+
+MODEL_KINDS: dict[str, Callable[..., Classifier]] = {}
+
+
+def register_model_kind(kind: str) -> Callable[[Callable[..., Classifier]], Callable[..., Classifier]]:
+    """Register ``fn(**config) -> Classifier`` rebuilding (untrained) models whose config has this ``kind``."""
+    def add(fn: Callable[..., Classifier]) -> Callable[..., Classifier]:
+        MODEL_KINDS[kind] = fn
+        return fn
+    return add
+
+
+@register_model_kind("timm")
+def _timm_from_config(backbone: str, head: str, num_outputs: int, in_chans: int, image_size: int,
+                      target_layer: str | None, head_options: dict[str, Any], **_: Any) -> Classifier:
+    # Weights come from the checkpoint: never ask the hub or a weights file again.
+    return build_model(backbone, head, num_outputs, in_chans, pretrained=False, image_size=image_size,
+                       target_layer=target_layer, **head_options)
+
+
+def model_from_config(config: dict[str, Any]) -> Classifier:
+    """Rebuild an untrained :class:`Classifier` with the architecture recorded in ``config``."""
+    from . import paper_models  # noqa: F401  (registers the "paper" kind)
+
+    kind = config.get("kind")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model config kind {kind!r} unknown; known kinds: {sorted(MODEL_KINDS)}")
+    model = MODEL_KINDS[kind](**config)
+    model.config = dict(config)  # keep provenance keys (e.g. "init") of the original
+    return model
 
 
 def _check_plain(value: Any, where: str) -> None:

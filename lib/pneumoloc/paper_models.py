@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .backbones import BackboneSpec, Classifier, TokensToGrid, register_model_kind
+from .backbones import BackboneSpec, Classifier, TokensToGrid
+from .checkpoints import register_model_kind
 
 __all__ = ["PAPER_ARCHS", "PaperArch", "paper_head", "build_paper_network", "PaperClassifier",
            "import_paper_checkpoint"]
@@ -152,7 +153,7 @@ class PaperClassifier(Classifier):
         bspec = BackboneSpec(f"paper:{arch}", f"torchvision:{arch}", spec.target_layer,
                              spec.reshape_transform, int(config["img_size"]))
         super().__init__(tv, head, bspec, config, in_chans=3)
-        self.arch = spec
+        self.paper_arch = spec
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
@@ -163,12 +164,12 @@ class PaperClassifier(Classifier):
         return (u - self.mean) / self.std
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.arch.trunk(self.backbone, self._paper_input(x))
-        return self.arch.reshape_transform(f) if self.arch.reshape_transform else f
+        f = self.paper_arch.trunk(self.backbone, self._paper_input(x))
+        return self.paper_arch.reshape_transform(f) if self.paper_arch.reshape_transform else f
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.arch.trunk(self.backbone, self._paper_input(x))
-        return self.head(self.arch.pool(f))
+        f = self.paper_arch.trunk(self.backbone, self._paper_input(x))
+        return self.head(self.paper_arch.pool(f))
 
 
 @register_model_kind("paper")
