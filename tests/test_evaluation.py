@@ -143,3 +143,11 @@ def test_evaluate_multilabel_per_finding_matches_sklearn_and_masks_nan():
     assert out["findings"]["B"]["roc_auc"] == pytest.approx(skm.roc_auc_score(test.label_B[keep], test.prob_B[keep]))
     assert out["findings"]["A"]["n"] == len(test)
     assert out["mean_roc_auc"] == pytest.approx(np.mean([out["findings"][f]["roc_auc"] for f in "AB"]))
+
+
+def test_jsonable_replaces_nan_for_strict_json():
+    import json
+
+    from pneumoloc.evaluation import jsonable
+    out = jsonable({"a": float("nan"), "b": [np.float32(0.5), np.int64(3)], "c": {"d": float("inf")}})
+    assert json.loads(json.dumps(out, allow_nan=False)) == {"a": None, "b": [0.5, 3], "c": {"d": None}}

@@ -25,7 +25,7 @@ from .bootstrap import bootstrap_ci
 __all__ = [
     "roc_curve", "roc_auc", "pr_curve", "average_precision", "confusion", "binary_metrics",
     "threshold_for_specificity", "best_f1_threshold", "operating_points", "metrics_with_ci",
-    "evaluate_binary", "evaluate_multilabel", "CI_METRICS",
+    "evaluate_binary", "evaluate_multilabel", "jsonable", "CI_METRICS",
 ]
 
 CI_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
@@ -199,3 +199,16 @@ def evaluate_multilabel(pred: pd.DataFrame, findings: Sequence[str], n_boot: int
     aucs = [v["roc_auc"] for v in per.values() if np.isfinite(v["roc_auc"])]
     return {"n_val": len(val), "n_test": len(test), "findings": per,
             "mean_roc_auc": float(np.mean(aucs)) if aucs else float("nan")}
+
+
+def jsonable(obj):
+    """``obj`` with NaN/inf floats replaced by None (``storage.save_json`` refuses NaN, as JSON does)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
