@@ -150,3 +150,27 @@ def test_torch_tensors_accepted():
 def test_row_alignment_checked():
     with pytest.raises(ValueError, match="row-aligned"):
         L.energy_in_boxes(np.ones((2, 4, 4)), np.ones((3, 4, 4), bool))
+
+
+def test_on_the_phantom_box_mask_maps_score_one_and_constant_maps_the_box_area(tmp_path):
+    from pneumoloc.lungmasks import lung_masks
+    from pneumoloc.phantom import generate_phantom
+    from pneumoloc.readers import read_dataset
+    from pneumoloc.thresholds import thresholds_for
+
+    tables = read_dataset("phantom", str(generate_phantom(tmp_path / "ph", n_images=10, size=64, workers=1)))
+    im = tables.images
+    boxes = L.boxes_by_image(tables.boxes, im["image_id"])
+    masks = L.box_masks(boxes, im["width"], im["height"], 32)
+    pos = masks.reshape(len(masks), -1).any(1)
+    assert pos.sum() >= 3 and (~pos).sum() >= 1  # both classes present
+    maps = masks.astype(np.float16)
+    for s in (L.pointing_game(maps, masks), L.energy_in_boxes(maps, masks), L.localization_auprc(maps, masks),
+              *L.iou_dice(maps, masks, thresholds_for("otsu", maps))):
+        assert np.allclose(s.values[s.valid], 1) and s.valid.sum() == pos.sum()
+        assert s.excluded["zero_map"] == (~pos).sum()  # negatives: empty box mask -> all-zero map
+    const = np.full(masks.shape, 0.5, np.float16)
+    e = L.energy_in_boxes(const, masks)
+    assert np.allclose(e.values[pos], masks[pos].reshape(pos.sum(), -1).mean(1))
+    lungs = lung_masks("dataset", im, 32).masks  # exact phantom lungs
+    assert np.allclose(L.lung_attention_ratio(lungs.astype(np.float16), lungs).values, 1)

@@ -12,10 +12,10 @@ source           exact?    what it reads
 ``pspnet``       model     torchxrayvision's ChestX-Det PSPNet (Left Lung + Right Lung
                            channels) from a local weights file; never downloads unless
                            ``allow_download=True``
-``classical``    APPROX    Otsu on the image (lungs are dark), inside the body, then
-                           morphological opening, hole filling and the two largest
-                           components (Armato-style classical segmentation); every table
-                           built on it says "approximate"
+``classical``    APPROX    Otsu on the image (lungs are dark) inside the body, closing
+                           across ribs, opening, the two largest components, hole filling
+                           (classical segmentation); IoU ~0.5-0.65 on the phantom; every
+                           table built on it says "approximate"
 ===============  ========  ==============================================================
 
 (*) CheXmask masks are model outputs with a published quality score; exact as a file format.
@@ -143,9 +143,12 @@ def chexmask_masks(images: pd.DataFrame, size: int, table: str | os.PathLike = "
 def classical_lung_mask(image: np.ndarray) -> np.ndarray:
     """APPROXIMATE lung mask of a grayscale radiograph (lungs dark, body bright).
 
-    Otsu splits dark from bright; the lungs are the dark regions that do not touch the image
-    border (air outside the body touches it), cleaned by an opening, hole filling, and kept as
-    the two largest components.
+    Otsu splits dark from bright; the body is taken row by row between the first and last
+    bright pixel (the thorax spans each row), and the lungs are its dark part, closed
+    vertically across the ribs (which cut the lung fields into strips), opened to drop
+    speckle, cut from the image border, kept as the two largest components and hole-filled.
+    On the phantom its IoU with the exact masks is only about 0.5-0.65 (notebook 04 marks
+    every number built on it as approximate).
     """
     from scipy import ndimage
     from skimage.filters import threshold_otsu
@@ -153,14 +156,21 @@ def classical_lung_mask(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image, np.float64)
     if img.max() == img.min():
         return np.zeros(img.shape, bool)
-    dark = img <= threshold_otsu(img)
-    radius = max(1, min(img.shape) // 64)
-    dark = ndimage.binary_opening(dark, structure=np.ones((2 * radius + 1,) * 2, bool))
+    tissue = img > threshold_otsu(img)
+    cols = np.arange(img.shape[1])
+    first = np.where(tissue.any(1), np.argmax(tissue, 1), img.shape[1])
+    last = np.where(tissue.any(1), img.shape[1] - 1 - np.argmax(tissue[:, ::-1], 1), -1)
+    body = (cols[None] >= first[:, None]) & (cols[None] <= last[:, None])
+    side = min(img.shape)
+    rib_gap = np.ones((2 * max(1, side // 20) + 1, 1), bool)
+    dark = ndimage.binary_closing(body & ~tissue, structure=rib_gap) & body
+    r = max(1, side // 64)
+    dark = ndimage.binary_opening(dark, structure=np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r)
     labels, k = ndimage.label(dark)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     sizes = np.bincount(labels.ravel(), minlength=k + 1)
-    sizes[border] = 0
     sizes[0] = 0
+    sizes[border] = 0
     keep = np.argsort(sizes)[::-1][:2]
     keep = keep[sizes[keep] > 0]
     return ndimage.binary_fill_holes(np.isin(labels, keep))
