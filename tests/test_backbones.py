@@ -218,3 +218,13 @@ def test_classifier_is_an_nn_module_with_the_contract_attributes():
     assert isinstance(model, Classifier) and isinstance(model, torch.nn.Module)
     assert model.config["num_outputs"] == 14 and model.config["kind"] == "timm"
     assert model(torch.randn(2, 1, 64, 64)).shape == (2, 14)
+
+
+def test_output_names_set_the_pneumonia_index_for_multilabel_models():
+    names = ["Atelectasis", "Cardiomegaly", "Pneumonia", "Effusion"]
+    model = build_model("mobilenet_v2", num_outputs=4, output_names=names)
+    assert model.positive_index == 2 and model.config["output_names"] == names
+    assert model_from_config(model.config).positive_index == 2
+    assert build_model("mobilenet_v2", num_outputs=2, output_names=["a", "b"]).positive_index == 0
+    with pytest.raises(ValueError, match="output_names has 1 names for num_outputs=2"):
+        build_model("mobilenet_v2", num_outputs=2, output_names=["a"])

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .heads import build_head
+from .heads import build_head, check_head
 
 __all__ = ["BackboneSpec", "BACKBONES", "register_backbone", "get_spec", "TokensToGrid",
            "resolve_layer", "create_backbone", "Classifier", "build_model", "WeightsUnavailableError"]
@@ -304,17 +304,23 @@ def _num_features(model: nn.Module) -> int:
 
 def build_model(backbone: str, head: str = "linear", num_outputs: int = 1, in_chans: int = 1,
                 pretrained: bool = False, weights: str | Path | None = None, image_size: int | None = None,
-                target_layer: str | None = None, **head_options: Any) -> Classifier:
+                target_layer: str | None = None, output_names: list[str] | None = None,
+                **head_options: Any) -> Classifier:
     """Build a :class:`Classifier` (see :func:`create_backbone` for the backbone arguments).
 
     Args:
         head: a key of :data:`pneumoloc.heads.HEADS`.
         num_outputs: 1 for the binary task (sigmoid), K for K independent findings.
         target_layer: override the spec's CAM layer (dotted path, e.g. ``"backbone.layer3"``).
+        output_names: names of the K outputs (multi-label); ``positive_index`` is then the
+            index of ``"pneumonia"`` (any case) when present, else 0.
         **head_options: passed to the head (e.g. ``k=0.2, alpha=0.7, maps=8`` for wildcat).
     """
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans={in_chans}: use 1 (summed RGB kernel) or 3 (grey repeated)")
+    if output_names is not None and len(output_names) != num_outputs:
+        raise ValueError(f"output_names has {len(output_names)} names for num_outputs={num_outputs}")
+    check_head(head, head_options)  # before the (slow) backbone
     net, spec = create_backbone(backbone, in_chans, pretrained, weights, image_size)
     if target_layer is not None:
         spec = dataclasses.replace(spec, target_layer=target_layer)
@@ -323,6 +329,10 @@ def build_model(backbone: str, head: str = "linear", num_outputs: int = 1, in_ch
               "in_chans": in_chans, "image_size": image_size or spec.default_size,
               "target_layer": target_layer, "head_options": dict(head_options),
               "init": str(weights) if weights is not None else ("timm-hub" if pretrained else "scratch")}
+    if output_names is not None:
+        names = [str(n) for n in output_names]
+        lower = [n.lower() for n in names]
+        config.update(output_names=names, positive_index=lower.index("pneumonia") if "pneumonia" in lower else 0)
     model = Classifier(net, head_module, spec, config, in_chans)
     resolve_layer(model, spec.target_layer)  # fail now, not in notebook 03
     return model

@@ -46,10 +46,11 @@ def register_model_kind(kind: str) -> Callable[[Callable[..., Classifier]], Call
 
 @register_model_kind("timm")
 def _timm_from_config(backbone: str, head: str, num_outputs: int, in_chans: int, image_size: int,
-                      target_layer: str | None, head_options: dict[str, Any], **_: Any) -> Classifier:
+                      target_layer: str | None, head_options: dict[str, Any], output_names: list[str] | None = None,
+                      **_: Any) -> Classifier:
     # Weights come from the checkpoint: never ask the hub or a weights file again.
     return build_model(backbone, head, num_outputs, in_chans, pretrained=False, image_size=image_size,
-                       target_layer=target_layer, **head_options)
+                       target_layer=target_layer, output_names=output_names, **head_options)
 
 
 def model_from_config(config: dict[str, Any]) -> Classifier:

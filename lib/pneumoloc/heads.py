@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["HEADS", "register_head", "build_head", "head_options", "LinearHead", "MLPHead",
+__all__ = ["HEADS", "register_head", "check_head", "build_head", "head_options", "LinearHead", "MLPHead",
            "WildcatHead", "wildcat_pool", "region_count"]
 
 HEADS: dict[str, type[nn.Module]] = {}
@@ -44,18 +44,23 @@ def head_options(name: str) -> dict[str, object]:
     return {p.name: p.default for p in list(sig.parameters.values())[3:]}
 
 
-def build_head(name: str, in_features: int, num_outputs: int, **options: object) -> nn.Module:
-    """Build a registered head.
-
-    Raises:
-        ValueError: unknown head name (lists known ones) or unknown option (lists accepted ones).
-    """
+def check_head(name: str, options: dict[str, object]) -> None:
+    """Raise ValueError for an unknown head name or option (cheap: call before building a backbone)."""
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; known heads: {sorted(HEADS)}")
     allowed = head_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"head {name!r} got unknown option(s) {unknown}; it accepts {allowed}")
+
+
+def build_head(name: str, in_features: int, num_outputs: int, **options: object) -> nn.Module:
+    """Build a registered head.
+
+    Raises:
+        ValueError: unknown head name (lists known ones) or unknown option (lists accepted ones).
+    """
+    check_head(name, options)
     return HEADS[name](in_features, num_outputs, **options)
 
 
