@@ -40,7 +40,7 @@ from .training_data import TrainData, epoch_order, make_batch, predict, predicti
 from .transforms import AugmentConfig
 
 __all__ = ["TrainConfig", "TrainData", "TrainResult", "OPTIMIZERS", "SCHEDULERS", "SAMPLERS", "TASKS",
-           "prepare_data", "epoch_order", "make_batch", "train", "predict", "predictions_table"]
+           "prepare_data", "epoch_order", "make_batch", "train", "train_epoch", "predict", "predictions_table"]
 
 # -- the loop --------------------------------------------------------------------------
 @dataclass
@@ -71,7 +71,8 @@ def _score(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
-def _train_epoch(model, data, cfg, epoch, loss_fn, opt, sched, scaler, device, progress) -> tuple[float, int]:
+def train_epoch(model, data, cfg, epoch, loss_fn, opt, sched, scaler, device, progress=True) -> tuple[float, int]:
+    """One training epoch (loader, augmentation, step, NaN check, progress); returns mean loss and images seen."""
     from tqdm.auto import tqdm
 
     model.train()
@@ -171,7 +172,7 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
     ran = 0
     for epoch in range(state["epoch"] + 1, cfg.epochs if not state["stopped"] else 0):
         t0 = time.perf_counter()
-        train_loss, seen = _train_epoch(model, data, cfg, epoch, loss_fn, opt, sched, scaler, device, progress)
+        train_loss, seen = train_epoch(model, data, cfg, epoch, loss_fn, opt, sched, scaler, device, progress)
         seconds = time.perf_counter() - t0
         p_val, val_loss = predict(model, data, val_rows, cfg.eval_batch_size, device, loss_fn)
         score = _score(y_val, p_val)
