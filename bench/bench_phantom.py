@@ -69,8 +69,9 @@ def main() -> None:
     new_wall, new_cpu = _timed(_new, cfg, plan, names, masks)
     n = args.n
     print(f"phantom {n} images at {args.size} px (one process, PNG encoded in memory)")
-    print(f"  baseline (redraw each image, full size): {n / base_cpu:7.1f} img/s CPU  {n / base_wall:7.1f} img/s wall")
-    print(f"  new (draw once per patient, half size):  {n / new_cpu:7.1f} img/s CPU  {n / new_wall:7.1f} img/s wall")
+    for name, wall, cpu in (("baseline (redraw each image, full size)", base_wall, base_cpu),
+                            ("new (draw once per patient, half size)", new_wall, new_cpu)):
+        print(f"  {name:40s} {n / cpu:7.1f} img/s CPU {n / wall:7.1f} img/s wall")
     print(f"  ratio new/baseline: {base_cpu / new_cpu:.2f}x CPU, {base_wall / new_wall:.2f}x wall")
     out = Path(tempfile.mkdtemp(prefix="bench_phantom_"))
     try:

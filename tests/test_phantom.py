@@ -189,6 +189,9 @@ def test_bad_parameters_are_errors(tmp_path):
     with pytest.raises(ValueError, match="pneumonia_fraction"):
         PhantomConfig(pneumonia_fraction=1.5)
     assert PhantomConfig(images_per_patient=[2, 3]).images_per_patient == (2, 3)
+    assert PhantomConfig(conspicuity=1).fingerprint() == PhantomConfig(conspicuity=1.0).fingerprint()
+    assert PhantomConfig(workers=1).fingerprint() == PhantomConfig(workers=2).fingerprint()
+    assert PhantomConfig(seed=1).fingerprint() != PhantomConfig(seed=2).fingerprint()
     assert set(PhantomConfig.help()) == set(PhantomConfig.__dataclass_fields__)
 
 

@@ -28,7 +28,8 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "torchxrayvision_data", "lung_mask_names", "load_lung_mask", "Anatomy", "sample_anatomy",
-    "place_lungs", "render_anatomy", "jitter_frame", "downsample", "smooth_noise", "rsna_boxes", "draw_opacities",
+    "place_lungs", "render_anatomy", "jitter_frame", "downsample", "smooth_noise", "rsna_boxes",
+    "draw_opacities",
 ]
 
 LUNG_ZIP = "semantic_masks_v7labs_lungs.zip"

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import storage
 from .anatomy import (Anatomy, downsample, draw_opacities, jitter_frame, load_lung_mask, lung_mask_names,
-                      place_lungs, render_anatomy, sample_anatomy, smooth_noise, torchxrayvision_data)
+                      place_lungs, render_anatomy, sample_anatomy, torchxrayvision_data)
 
 __all__ = ["PhantomConfig", "PhantomImage", "generate_phantom", "plan_patients", "choose_lung_masks",
            "patient_images", "draw_patient_base", "render_image", "unpack_mask", "GENERATOR_VERSION"]
@@ -71,8 +71,12 @@ class PhantomConfig:
             value = getattr(self, f.name)
             if isinstance(value, list):  # YAML / JSON give lists for tuples
                 value = tuple(value)
-                object.__setattr__(self, f.name, value)
             _check_type(f.name, value, f.default)
+            if isinstance(f.default, float):  # 1 and 1.0 must give the same fingerprint
+                value = float(value)
+            elif isinstance(f.default, tuple):
+                value = tuple(type(d)(v) for v, d in zip(value, f.default))
+            object.__setattr__(self, f.name, value)
         lo, hi = self.images_per_patient
         checks = {
             "n_images": self.n_images >= 1, "size": self.size >= 32,
@@ -208,7 +212,8 @@ def unpack_mask(packed: tuple[tuple[int, int], np.ndarray]) -> np.ndarray:
     return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
 
 
-def choose_lung_masks(patients: list[dict[str, Any]], map_fn: Callable = map) -> tuple[list[str], dict[str, Any]]:
+def choose_lung_masks(patients: list[dict[str, Any]],
+                      map_fn: Callable = map) -> tuple[list[str], dict[str, Any]]:
     """Give each patient a usable v7labs mask; decode every candidate mask once.
 
     Each patient draws candidates from its own stream until one is not degenerate, so
