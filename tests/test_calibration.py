@@ -50,6 +50,12 @@ def test_temperature_scaling_recovers_a_known_temperature(true_t):
     assert roc_auc_score(y, scaled) == pytest.approx(roc_auc_score(y, observed))  # ranking kept
 
 
+def test_separable_validation_warns_at_the_bound():
+    with pytest.warns(UserWarning, match="bound"):
+        t = fit_temperature(np.array([0, 0, 1, 1]), prob=np.array([0.2, 0.3, 0.7, 0.9]))
+    assert t == pytest.approx(0.05, rel=1e-2)
+
+
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="within"):
         expected_calibration_error([0, 1], [0.2, 1.2])

@@ -12,6 +12,8 @@ calibration but never the ranking (ROC-AUC unchanged).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -99,4 +101,10 @@ def fit_temperature(y: np.ndarray, prob: np.ndarray | None = None, logits: np.nd
         return float(np.mean(np.logaddexp(0, s) - y * s))
 
     res = minimize_scalar(nll, bounds=np.log(bounds), method="bounded", options={"xatol": 1e-6})
-    return float(np.exp(res.x))
+    t = float(np.exp(res.x))
+    if np.isclose(t, bounds, rtol=1e-3).any():
+        # A separable (or tiny) validation split pushes T to 0 or infinity: the fit says nothing.
+        warnings.warn(f"fitted temperature {t:.3g} sits at the search bound {bounds}: the validation "
+                      f"split is separable or too small to fit it; treat the scaled ECE with caution",
+                      stacklevel=2)
+    return t
