@@ -111,7 +111,7 @@ def test_evaluate_binary_uses_validation_thresholds_on_test():
     out = evaluate_binary(pred, spec_target=0.9, n_boot=100)
     val = pred[pred.split == "val"]
     test = pred[pred.split == "test"]
-    sp = out["operating_points"]["specificity_0.9"]
+    sp = out["operating_points"]["specificity"]
     assert sp["threshold"] == threshold_for_specificity(val.label, val.prob, 0.9)
     assert sp["f1"] == binary_metrics(test.label, test.prob, sp["threshold"])["f1"]
     assert out["operating_points"]["best_f1"]["threshold"] == best_f1_threshold(val.label, val.prob)

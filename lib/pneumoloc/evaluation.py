@@ -141,9 +141,13 @@ def best_f1_threshold(y, p) -> float:
 
 
 def operating_points(y_val, p_val, spec_target: float = 0.95) -> dict[str, float]:
-    """The thresholds reported for every model, chosen on validation."""
-    return {"default_0.5": 0.5,
-            f"specificity_{spec_target:g}": threshold_for_specificity(y_val, p_val, spec_target),
+    """The thresholds reported for every model, chosen on validation.
+
+    Keys (also used in figure names, so free of dots): ``default`` (0.5),
+    ``specificity`` (lowest threshold reaching ``spec_target`` on validation), ``best_f1``.
+    """
+    return {"default": 0.5,
+            "specificity": threshold_for_specificity(y_val, p_val, spec_target),
             "best_f1": best_f1_threshold(y_val, p_val)}
 
 
