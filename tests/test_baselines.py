@@ -16,6 +16,7 @@ def test_uniform_lung_map_scores_area_shares():
     assert L.lung_attention_ratio(maps, lungs).values[0] == 1.0
     assert L.energy_in_boxes(maps, boxes).values[0] == pytest.approx(4 / 32)
     assert L.lung_normalized_energy(maps, boxes, lungs).values[0] == pytest.approx(4 / 32)
+    assert L.pointing_game(maps, boxes).values[0] == pytest.approx(4 / 32)  # a flat peak: chance
 
 
 def test_box_prior_is_normalized_mean_of_training_boxes():

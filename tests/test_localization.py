@@ -70,6 +70,8 @@ def test_hand_cases_lar_energy_pointing_lung_normalized():
     assert L.energy_in_boxes(maps, boxes).values[0] == pytest.approx(1.0 / 2)
     assert L.pointing_game(maps, boxes).values[0] == 0.0  # peak at (0, 0), outside the box
     assert L.pointing_game(maps, boxes, tolerance=1.0).values[0] == 1.0  # box cell 1 away
+    flat = np.array([[[1.0, 1.0], [1.0, 0.0]]])  # three tied maxima, one of them in the box
+    assert L.pointing_game(flat, boxes).values[0] == pytest.approx(1 / 3)
     assert L.lung_normalized_energy(maps, boxes, lungs).values[0] == pytest.approx(0.5 / 1.5)
 
 

@@ -58,7 +58,7 @@ def report(tmp_path_factory):
     from pneumoloc.localization_report import score_run
 
     run, images, boxes = _synthetic_run(tmp_path_factory.mktemp("loc"))
-    return run, images, boxes, score_run(run, n_boot=30, progress=False)
+    return run, images, boxes, score_run(run, n_boot=30, progress=False, gating=True)
 
 
 def _value(metrics, model, method, metric, variant="maps"):
@@ -76,6 +76,9 @@ def test_perfect_maps_score_one_and_random_maps_do_not(report):
         assert row.value == pytest.approx(1.0), (metric, row.value)
         assert row.low <= row.value <= row.high
     assert _value(m, "good", "gradcam", "pointwise_map").value == pytest.approx(1.0)
+    # gating on validation: negatives (prob 0.2) are emptied, positives (0.8) kept -> every image 1
+    gated = _value(m, "bad", "gradcam", "iou_gated@otsu")
+    assert 0.2 <= gated.gate < 0.8 and gated.n == 14
     assert _value(m, "bad", "gradcam", "energy").value < 0.5
     # every positive test image is scored, every negative one counted as excluded
     _, images, boxes, _ = report

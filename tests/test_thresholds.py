@@ -59,3 +59,7 @@ def test_gate_and_tune_gate():
     assert T.gate(masks, probs, 0.5).reshape(4, -1).any(1).tolist() == [True, True, False, False]
     t = T.tune_gate(masks, boxes, probs)
     assert 0.3 < t <= 0.8
+    # gate 0.5: positives keep their full masks (IoU 1 with full boxes), negatives become empty (1)
+    assert T.gated_iou(masks, boxes, probs, 0.5).tolist() == [1, 1, 1, 1]
+    assert T.gated_iou(masks, boxes, probs, 0.0).tolist() == [1, 1, 0, 0]
+    assert T.gated_iou(masks, boxes, probs, 0.85).tolist() == [1, 0, 1, 1]

@@ -13,7 +13,8 @@ Conventions (used by every function here and by notebook 04):
   a ``valid`` flag and the count of excluded images per reason. Reasons: ``zero_map`` (a map whose
   energy is 0 everywhere: it has no peak and no energy share), ``no_box`` (box metrics are defined
   on images with at least one box only), ``no_lung`` (empty lung mask), ``no_lung_energy``.
-* **Peak** of a map = its first maximum in row-major order (``argmax``), as in CheXlocalize.
+* **Peak** of a map = its maximum; when several cells tie, the pointing game scores the share
+  of them inside the boxes (ties broken at random, in expectation).
 * **Thresholded map** = pixels with ``map > t`` (``t`` per image; see :mod:`pneumoloc.thresholds`).
 
 Per-image AUPRC ("localization utility", Arun et al. 2020; the WILDCAT study) is the average
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "Scores", "F16_LEVELS", "as_maps", "boxes_by_image", "box_masks", "peak_indices",
+    "Scores", "ratio_scores", "F16_LEVELS", "as_maps", "boxes_by_image", "box_masks", "peak_indices",
     "lung_attention_ratio", "pointing_game", "energy_in_boxes", "lung_normalized_energy",
     "iou_dice", "float16_codes", "level_counts", "average_precision",
     "localization_auprc", "pointwise_detection_map",
@@ -66,8 +67,9 @@ class Scores:
         return float(self.values[self.valid].mean())
 
 
-def _scores(num: np.ndarray, den: np.ndarray, reasons: dict[str, np.ndarray]) -> Scores:
-    """``num / den`` where every exclusion mask is False; reasons are counted in order."""
+def ratio_scores(num: np.ndarray, den: np.ndarray, reasons: dict[str, np.ndarray]) -> Scores:
+    """:class:`Scores` of ``num / den`` on the images no exclusion mask flags; each excluded
+    image is counted under its first reason (in dict order)."""
     valid = np.ones(len(num), bool)
     excluded = {}
     for name, bad in reasons.items():
@@ -170,28 +172,35 @@ def lung_attention_ratio(maps, lungs) -> Scores:
     m = _flat32(maps)
     lung = _weights(lungs, len(m))
     total = m.sum(1).astype(np.float64)
-    return _scores(_row_dot(m, lung), total, {"zero_map": total <= 0, "no_lung": lung.max(1) <= 0})
+    return ratio_scores(_row_dot(m, lung), total, {"zero_map": total <= 0, "no_lung": lung.max(1) <= 0})
 
 
 def pointing_game(maps, boxes, tolerance: float = 0.0) -> Scores:
-    """Hit (1) when the map's peak lies inside the box union, else 0.
+    """Pointing game: 1 when the map's peak lies inside the box union, else 0.
+
+    When several cells share the maximum (a plateau, e.g. a flat map), the score is the share
+    of them inside the boxes: the pointing game with ties broken uniformly at random, in
+    expectation. So a uniform map scores the box share of its support (a fair chance level),
+    and a unique peak scores exactly 0 or 1.
 
     Args:
-        tolerance: a peak within this Euclidean distance (map cells, centre to centre) of a
-            box cell also counts as a hit.
+        tolerance: cells within this Euclidean distance (map cells, centre to centre) of a
+            box cell also count as inside.
     """
+    from scipy import ndimage
+
     m = _flat32(maps)
     box = _flatmask(boxes, len(m))
-    peak = m.argmax(1)
-    hit = box[np.arange(len(m)), peak].astype(float)
+    maxima = m.max(1)
+    top = m == maxima[:, None]
     if tolerance > 0:
         side = as_maps(maps).shape[-1]
-        py, px = np.divmod(peak, side)
-        for i in np.flatnonzero((hit == 0) & box.any(1)):
-            ys, xs = np.divmod(np.flatnonzero(box[i]), side)
-            hit[i] = float(np.min((ys - py[i]) ** 2 + (xs - px[i]) ** 2) <= tolerance ** 2)
-    maxima = m.max(1)
-    return _scores(hit, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
+        box = box.copy()
+        for i in np.flatnonzero(box.any(1)):
+            far = ndimage.distance_transform_edt(~box[i].reshape(side, side))
+            box[i] = (far <= tolerance).ravel()
+    hit = (top & box).sum(1) / top.sum(1)
+    return ratio_scores(hit, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
 
 
 def energy_in_boxes(maps, boxes) -> Scores:
@@ -200,7 +209,7 @@ def energy_in_boxes(maps, boxes) -> Scores:
     m = _flat32(maps)
     box = _weights(boxes, len(m))
     total = m.sum(1).astype(np.float64)
-    return _scores(_row_dot(m, box), total, {"zero_map": total <= 0, "no_box": box.max(1) <= 0})
+    return ratio_scores(_row_dot(m, box), total, {"zero_map": total <= 0, "no_box": box.max(1) <= 0})
 
 
 def lung_normalized_energy(maps, boxes, lungs) -> Scores:
@@ -214,7 +223,7 @@ def lung_normalized_energy(maps, boxes, lungs) -> Scores:
     lung = _weights(lungs, len(m))
     den = _row_dot(m, lung)
     num = _row_dot(m, lung * box)
-    return _scores(num, den, {"zero_map": m.max(1) <= 0, "no_box": box.max(1) <= 0,
+    return ratio_scores(num, den, {"zero_map": m.max(1) <= 0, "no_box": box.max(1) <= 0,
                               "no_lung_energy": den <= 0})
 
 
@@ -228,7 +237,7 @@ def iou_dice(maps, boxes, thresholds) -> tuple[Scores, Scores]:
     inter = (pred & box).sum(1).astype(float)
     p, g = pred.sum(1).astype(float), box.sum(1).astype(float)
     reasons = {"zero_map": m.max(1) <= 0, "no_box": g == 0}
-    return _scores(inter, p + g - inter, reasons), _scores(2 * inter, p + g, reasons)
+    return ratio_scores(inter, p + g - inter, reasons), ratio_scores(2 * inter, p + g, reasons)
 
 
 def float16_codes(maps) -> np.ndarray | None:
@@ -333,13 +342,14 @@ def localization_auprc(maps, boxes, method: str = "auto", chunk: int = 128) -> S
         else:
             ap[sl] = _ap_sorted(m[sl].reshape(len(box[sl]), -1).astype(np.float64), box[sl])
     maxima = codes.max(1) if codes is not None else m.reshape(len(m), -1).max(1)  # uint16 max is fast
-    return _scores(ap, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
+    return ratio_scores(ap, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
 
 
 def pointwise_detection_map(maps, boxes, probs, tolerance: float = 0.0) -> float:
     """Pointwise detection AP (the WILDCAT study): one detection per image at the map's peak,
     with the classifier's probability as confidence; a true positive when the peak hits the
-    image's box union (within ``tolerance`` cells), a false positive otherwise (every detection
+    image's box union (within ``tolerance`` cells; a tied plateau when more than half of it
+    does), a false positive otherwise (every detection
     on an image without boxes is one). Recall is over the images with boxes, so a positive
     image whose map is all zero (no detection) counts as missed.
     """
@@ -348,7 +358,7 @@ def pointwise_detection_map(maps, boxes, probs, tolerance: float = 0.0) -> float
     probs = np.asarray(probs, np.float64)
     detects = m.reshape(len(m), -1).max(1) > 0
     hit = pointing_game(m, box.reshape(m.shape), tolerance)
-    tp = hit.valid & (hit.values > 0)
+    tp = hit.valid & (hit.values > 0.5)  # a tied plateau counts when mostly inside
     n_pos = int(box.any(1).sum())
     if n_pos == 0:
         raise ValueError("pointwise detection mAP needs at least one image with a box")

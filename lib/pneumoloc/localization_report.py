@@ -25,7 +25,8 @@ from .baselines import BASELINES, box_prior_map, shuffled_box_masks
 from .bootstrap import bootstrap_ci, paired_bootstrap
 from .detection import cam_to_boxes, image_precision
 from .lungmasks import LungMasks, lung_masks
-from .thresholds import fraction_thresholds, thresholds_for, tune_fraction
+from .thresholds import (binarize, fraction_thresholds, gated_iou, thresholds_for, tune_fraction,
+                         tune_gate)
 
 __all__ = ["GroundTruth", "ground_truth", "score_maps", "summarize", "pointwise_stat",
            "score_run", "paired_comparisons", "LocalizationReport", "format_table", "worst_localized",
@@ -157,7 +158,7 @@ def _rows(model, method, variant, info, scores, gt, probs, n_boot, seed, nonzero
     hit = scores["hit"]
     if nonzero is not None and np.isfinite(probs).all() and gt.has_box.any():
         # an all-zero map makes no detection; a positive image without one counts as missed
-        arrays = ((hit.valid & (hit.values > 0)), nonzero, probs, gt.has_box)
+        arrays = ((hit.valid & (hit.values > 0.5)), nonzero, probs, gt.has_box)
         est = bootstrap_ci(pointwise_stat, *arrays, groups=pats, n_boot=n_boot, seed=seed)
         rows.append({"model": model, "method": method, "variant": variant, **info,
                      "metric": "pointwise_map", "n": len(pats), "value": est.value, "low": est.low,
@@ -168,8 +169,14 @@ def _rows(model, method, variant, info, scores, gt, probs, n_boot, seed, nonzero
 def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Sequence[str] = (),
               rules: Sequence[str] = ("otsu", "frac0.50"), tune: bool = True, lung_source: str = "auto",
               rsna_gate: float = 0.5, tolerance: float = 0.0, n_boot: int = 200, seed: int = 0,
-              baselines: bool = True, progress: bool = True, **lung_options) -> LocalizationReport:
-    """Score every stored map of ``run`` on ``split`` (``models``/``methods`` empty = all)."""
+              baselines: bool = True, gating: bool = False, progress: bool = True,
+              **lung_options) -> LocalizationReport:
+    """Score every stored map of ``run`` on ``split`` (``models``/``methods`` empty = all).
+
+    ``gating=True`` adds ``iou_gated@<first rule>`` over all images (CheXlocalize): masks of
+    images with probability below a gate are emptied, the gate tuned on validation maps when
+    stored (else ``rsna_gate``); images without boxes score 1 for an empty mask, 0 otherwise.
+    """
     from tqdm.auto import tqdm
 
     from .dataset import load_tables
@@ -212,8 +219,19 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
                 "input_size": ms.meta.get("input_size", np.nan), "tuned_fraction": tuned,
                 "lung_source": gt.lungs.source, "lungs_approximate": gt.lungs.approximate}
         nonzero = maps.reshape(len(maps), -1).max(1) > 0
-        r, pi = _rows(model, method, "maps", info, score_maps(maps, gt, probs, thr, rsna_gate, tolerance),
-                      gt, probs, n_boot, seed, nonzero)
+        scores = score_maps(maps, gt, probs, thr, rsna_gate, tolerance)
+        if gating and np.isfinite(probs).all():
+            first = rules[0]
+            gate_t = rsna_gate
+            vprobs = _probs(run, model, ids[val])
+            if val.any() and np.isfinite(vprobs).all():
+                vmaps = ms.maps[val]
+                vbox = L.box_masks(L.boxes_by_image(tables.boxes, ids[val]), *_sizes(tables, ids[val]), size)
+                gate_t = tune_gate(binarize(vmaps, thresholds_for(first, vmaps)), vbox, vprobs)
+            g = gated_iou(binarize(maps, thr[first]), gt.box_masks, probs, gate_t)
+            scores[f"iou_gated@{first}"] = L.ratio_scores(g, np.ones(len(g)), {"zero_map": ~nonzero})
+            info = {**info, "gate": gate_t}
+        r, pi = _rows(model, method, "maps", info, scores, gt, probs, n_boot, seed, nonzero)
         rows += r
         per_image += pi
         shuffled = replace(gt, box_masks=shuffled_box_masks(gt.box_masks, gt.images["patient_id"], seed))
