@@ -41,7 +41,7 @@ def save_figure(fig, name: str, folder: str | os.PathLike | None = None, dpi: in
         dpi: PNG resolution.
     """
     fig = getattr(fig, "figure", fig)
-    if Path(name).suffix:
+    if Path(name).suffix.lower() in (".pdf", ".png", ".svg", ".jpg", ".jpeg", ".eps"):
         raise ValueError(f"figure name {name!r} must not have an extension: PDF and PNG are both written")
     out = Path(folder) if folder is not None else figure_dir()
     paths = []
