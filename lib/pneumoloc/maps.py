@@ -204,7 +204,8 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str = "t
     ex = prepare_model(model, target_layer=target_layer, device=dev)
     with torch.no_grad():
         k = model(to_input(np.zeros((1, size, size), np.uint8)).to(dev)).shape[1]
-    names = _stored_names(method, target, list(tables.findings), k)
+    outputs = list(getattr(model, "config", {}).get("output_names") or tables.findings)
+    names = _stored_names(method, target, outputs, k)
     ids = images["image_id"].astype(str).to_numpy()
     sha = checkpoint_sha256(ckpt)
     params = map_parameters(method, split=split, map_size=map_size, input_size=size, target=target,
