@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from .heads import build_head, check_head
+from .weights import WeightsUnavailableError, check_fits, hub_unavailable, load_state_dict_file
 
-__all__ = ["BackboneSpec", "BACKBONES", "register_backbone", "get_spec", "TokensToGrid",
+__all__ = ["BackboneSpec", "BACKBONES", "register_backbone", "get_spec", "TokensToGrid", "ChannelsFirst",
            "resolve_layer", "create_backbone", "Classifier", "build_model", "WeightsUnavailableError"]
 
 
@@ -43,7 +44,7 @@ class BackboneSpec:
         name: registry name (short name, or the timm name for unregistered models).
         timm_name: the timm model name.
         target_layer: dotted path inside the :class:`Classifier` of the Grad-CAM layer.
-        reshape_transform: tokens ``[B, N, C]`` → ``[B, C, h, w]`` (ViT), else None.
+        reshape_transform: tokens ``[B, N, C]`` (ViT) or NHWC maps → ``[B, C, h, w]``, else None.
         default_size: input size used when none is given.
     """
     name: str
@@ -51,10 +52,6 @@ class BackboneSpec:
     target_layer: str
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None
     default_size: int
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were asked for but cannot be obtained."""
 
 
 class TokensToGrid:
@@ -142,62 +139,69 @@ def resolve_layer(model: nn.Module, path: str) -> nn.Module:
     return module
 
 
-def _derived_spec(name: str, model: nn.Module, image_size: int | None) -> BackboneSpec:
-    """Spec of an unregistered timm model: target = last feature stage from ``feature_info``."""
+class ChannelsFirst:
+    """NHWC feature maps (timm Swin, MambaOut: ``output_fmt == "NHWC"``) → ``[B, C, h, w]``."""
+
+    def __call__(self, f: torch.Tensor) -> torch.Tensor:
+        return f.permute(0, 3, 1, 2) if f.ndim == 4 else f
+
+    def __repr__(self) -> str:
+        return "ChannelsFirst()"
+
+
+def _derived_spec(name: str, model: nn.Module, image_size: int | None, in_chans: int) -> tuple[BackboneSpec, int]:
+    """Spec and feature width of an unregistered timm model, from one dry run and ``feature_info``.
+
+    Target layer = the last feature stage; for token models its last block's ``norm1``.
+    """
+    size = image_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    was_training = model.training
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, in_chans, size, size))
+    model.train(was_training)
+    if out.ndim == 3:  # tokens [B, P+N, C]
+        reshape, channels = TokensToGrid(getattr(model, "num_prefix_tokens", 0)), out.shape[-1]
+    elif out.ndim == 4 and getattr(model, "output_fmt", "NCHW") == "NHWC":
+        reshape, channels = ChannelsFirst(), out.shape[-1]
+    elif out.ndim == 4:
+        reshape, channels = None, out.shape[1]
+    else:
+        raise ValueError(f"timm model {name!r} gives {tuple(out.shape)} without pooling, not a feature map; "
+                         f"choose a CNN or ViT-style model")
     info = getattr(model, "feature_info", None)
     if not info:
         raise ValueError(f"timm model {name!r} has no feature_info to find a CAM target layer; "
                          f"pass target_layer='backbone.<module>' to build_model")
     module = "backbone." + info[-1]["module"]
-    prefix = getattr(model, "num_prefix_tokens", None)
-    reshape = None
-    if prefix is not None:  # ViT-like: explain the last block's first norm, reshape tokens
-        reshape = TokensToGrid(prefix)
+    if out.ndim == 3:
         try:
             resolve_layer(nn.ModuleDict({"backbone": model}), module + ".norm1")
             module += ".norm1"
         except ValueError:
             pass
-    size = image_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    return BackboneSpec(name, name, module, reshape, size)
-
-
-def _local_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Backbone weights from a local file: a state dict, a timm-style checkpoint dict, or a
-    pneumoloc checkpoint (its ``backbone.`` tensors: transfer from an earlier run)."""
-    from .storage import load_torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights={str(path)!r} does not exist; pass the path of a saved state dict")
-    obj = load_torch(path, check=False)  # foreign file: no sidecar, still weights_only=True
-    for key in ("state_dict_ema", "model_ema", "state_dict", "model", "model_state"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if isinstance(obj, dict) and any(str(k).startswith("backbone.") for k in obj):
-        obj = {k.removeprefix("backbone."): v for k, v in obj.items() if k.startswith("backbone.")}
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"weights={str(path)!r} is not a state dict of tensors (nor a checkpoint holding one)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return BackboneSpec(name, name, module, reshape, size), int(channels)
 
 
 def _create(timm_name: str, pretrained: bool, kwargs: dict[str, Any], vit_like_size: int | None) -> nn.Module:
-    """``timm.create_model``; for an unregistered model with a size, try ViT-style sizing first."""
+    """``timm.create_model``; for an unregistered model with a size, try transformer sizing first."""
     import timm
 
-    if vit_like_size is not None:
+    tries = [{"img_size": vit_like_size, "dynamic_img_size": True}, {"img_size": vit_like_size}]
+    for extra in tries if vit_like_size is not None else []:
         try:  # transformers take img_size (position embeddings); CNNs reject it with TypeError
-            return timm.create_model(timm_name, pretrained=pretrained, img_size=vit_like_size,
-                                     dynamic_img_size=True, **kwargs)
+            return timm.create_model(timm_name, pretrained=pretrained, **extra, **kwargs)
         except TypeError:
             pass
-    return timm.create_model(timm_name, pretrained=pretrained, **kwargs)
+    try:
+        return timm.create_model(timm_name, pretrained=pretrained, **kwargs)
+    except AssertionError as err:  # e.g. "Cannot disable pooling"
+        raise ValueError(f"timm model {timm_name!r} cannot give an unpooled feature map ({err})") from err
 
 
 def create_backbone(name: str, in_chans: int = 1, pretrained: bool = False,
-                    weights: str | Path | None = None, image_size: int | None = None) -> tuple[nn.Module, BackboneSpec]:
-    """Build a timm backbone without pooling or classifier, and its spec.
+                    weights: str | Path | None = None, image_size: int | None = None,
+                    ) -> tuple[nn.Module, BackboneSpec, int]:
+    """Build a timm backbone without pooling or classifier; return it, its spec and feature width C.
 
     Args:
         name: a key of :data:`BACKBONES` or any timm model name.
@@ -207,7 +211,8 @@ def create_backbone(name: str, in_chans: int = 1, pretrained: bool = False,
         image_size: training size (ViT position embeddings); default: the spec's.
 
     Raises:
-        WeightsUnavailableError: ``pretrained=True`` and the hub cannot be reached.
+        WeightsUnavailableError: ``pretrained=True`` and the hub cannot be reached
+            (see :mod:`pneumoloc.weights`).
     """
     import timm
 
@@ -221,13 +226,9 @@ def create_backbone(name: str, in_chans: int = 1, pretrained: bool = False,
     if spec:
         kwargs.update(_TIMM_KWARGS[name](size))
     if weights is not None:
-        sd = _local_state_dict(weights)
+        sd = load_state_dict_file(weights)
         with torch.device("meta"):  # key names only: no memory, no initialization cost
-            probe = _create(timm_name, False, kwargs, vit_like_size=None if spec else image_size)
-        missing = [k for k in probe.state_dict() if k not in sd and not k.endswith("num_batches_tracked")]
-        if missing:
-            raise ValueError(f"weights={str(weights)!r} does not fit timm model {timm_name!r}: "
-                             f"{len(missing)} missing keys, e.g. {missing[:5]}")
+            check_fits(sd, _create(timm_name, False, kwargs, None if spec else image_size), weights, timm_name)
         # timm's own loader adapts the first conv (3→in_chans), resamples ViT position
         # embeddings and drops the classifier, exactly as for hub weights.
         kwargs["pretrained_cfg_overlay"] = {"state_dict": sd}
@@ -237,13 +238,11 @@ def create_backbone(name: str, in_chans: int = 1, pretrained: bool = False,
     except Exception as err:  # network / hub errors come in many types
         if weights is not None or not pretrained:
             raise
-        raise WeightsUnavailableError(
-            f"pretrained=True could not fetch {timm_name!r} weights from the timm/Hugging Face hub "
-            f"({type(err).__name__}: {err}). Offline, pass weights=<path to a saved state dict>, "
-            f"or pretrained=False to train from scratch.") from err
+        raise hub_unavailable(timm_name, err) from err
     if spec is None:
-        spec = _derived_spec(name, model, image_size)
-    return model, spec
+        return (model, *_derived_spec(name, model, image_size, in_chans))
+    # MobileNet-V3 keeps its conv_head when unpooled: its width is head_hidden_size, not num_features.
+    return model, spec, int(getattr(model, "head_hidden_size", None) or model.num_features)
 
 
 class Classifier(nn.Module):
@@ -275,9 +274,7 @@ class Classifier(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map ``[B, C, h, w]`` the head pools (ViT tokens without class token as a grid)."""
         f = self.backbone(self._check(x))
-        if f.ndim == 3 and self.spec.reshape_transform is not None:
-            f = self.spec.reshape_transform(f)
-        return f
+        return f if self.spec.reshape_transform is None else self.spec.reshape_transform(f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K]``."""
@@ -295,11 +292,6 @@ class Classifier(nn.Module):
             p = self.positive_index
             return logits.softmax(dim=1)[:, p:p + 1]
         return torch.sigmoid(logits)
-
-
-def _num_features(model: nn.Module) -> int:
-    # MobileNet-V3 keeps its conv_head when unpooled: its width is head_hidden_size, not num_features.
-    return int(getattr(model, "head_hidden_size", None) or model.num_features)
 
 
 def build_model(backbone: str, head: str = "linear", num_outputs: int = 1, in_chans: int = 1,
@@ -321,10 +313,10 @@ def build_model(backbone: str, head: str = "linear", num_outputs: int = 1, in_ch
     if output_names is not None and len(output_names) != num_outputs:
         raise ValueError(f"output_names has {len(output_names)} names for num_outputs={num_outputs}")
     check_head(head, head_options)  # before the (slow) backbone
-    net, spec = create_backbone(backbone, in_chans, pretrained, weights, image_size)
+    net, spec, channels = create_backbone(backbone, in_chans, pretrained, weights, image_size)
     if target_layer is not None:
         spec = dataclasses.replace(spec, target_layer=target_layer)
-    head_module = build_head(head, _num_features(net), num_outputs, **head_options)
+    head_module = build_head(head, channels, num_outputs, **head_options)
     config = {"kind": "timm", "backbone": backbone, "head": head, "num_outputs": num_outputs,
               "in_chans": in_chans, "image_size": image_size or spec.default_size,
               "target_layer": target_layer, "head_options": dict(head_options),
