@@ -147,3 +147,14 @@ def test_paper_import_refuses_code_running_pickles(tmp_path, monkeypatch):
     with pytest.raises(pickle.UnpicklingError):
         import_paper_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def test_dataparallel_prefixed_keys_import(tmp_path):
+    net = _write(tmp_path / "p.pt", "resnet18", 64)
+    ckpt = torch.load(tmp_path / "p.pt", weights_only=False)  # the test's own file
+    ckpt["model_state"] = {"module." + k: v for k, v in ckpt["model_state"].items()}
+    torch.save(ckpt, tmp_path / "dp.pt")
+    model = import_paper_checkpoint(tmp_path / "dp.pt")
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net.backbone(_their_input(x)), atol=1e-5)

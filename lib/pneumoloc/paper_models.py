@@ -215,7 +215,8 @@ def import_paper_checkpoint(path: str | os.PathLike) -> PaperClassifier:
     arch, img_size = str(ckpt["arch"]).lower(), int(ckpt.get("img_size", 224))
     net = build_paper_network(arch, len(classes), img_size)
     try:
-        net.load_state_dict(ckpt["model_state"], strict=True)
+        # keys as PneumoniaNet saves them; "module." if it was wrapped in DataParallel
+        net.load_state_dict({k.removeprefix("module."): v for k, v in ckpt["model_state"].items()}, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not fit the paper's {arch} network: {err}") from err
     config = {"kind": "paper", "arch": arch, "num_classes": len(classes), "img_size": img_size,
