@@ -198,14 +198,13 @@ def pspnet_masks(images: pd.DataFrame, size: int, weights: str | os.PathLike = "
 
     Args:
         weights: path of ``pspnet_chestxray_best_model_4.pth`` (default: torchxrayvision's cache
-            folder ``~/.torchxrayvision/``).
+            folder ``~/.torchxrayvision/models_data/``).
         allow_download: let torchxrayvision download the weights when missing (needs network).
     """
-    import torch
-    import torchxrayvision as xrv
     from .images import read_grayscale
 
-    path = Path(weights).expanduser() if weights else Path(xrv.utils.get_cache_dir()).expanduser() / PSPNET_WEIGHTS_NAME
+    # torchxrayvision's cache folder, spelled out so a missing file fails before the heavy import
+    path = Path(weights or Path("~/.torchxrayvision/models_data") / PSPNET_WEIGHTS_NAME).expanduser()
     if not path.is_file() and not allow_download:
         raise FileNotFoundError(
             f"PSPNet lung segmentation weights not found at {path}. Offline fix: copy "
@@ -213,6 +212,9 @@ def pspnet_masks(images: pd.DataFrame, size: int, weights: str | os.PathLike = "
             "online: pass allow_download=True; or use lung mask source 'classical' (approximate).")
     if path.name != PSPNET_WEIGHTS_NAME:
         raise ValueError(f"weights file must be named {PSPNET_WEIGHTS_NAME} (torchxrayvision looks it up by name); got {path.name}")
+    import torch
+    import torchxrayvision as xrv
+
     model = xrv.baseline_models.chestx_det.PSPNet(cache_dir=str(path.parent))
     lung_ch = [model.targets.index("Left Lung"), model.targets.index("Right Lung")]
     out = np.zeros((len(images), size, size), bool)
