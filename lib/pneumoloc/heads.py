@@ -149,7 +149,8 @@ class WildcatHead(nn.Module):
         super().__init__()
         if maps < 1:
             raise ValueError(f"wildcat maps={maps} must be >= 1")
-        region_count(k, 1), kmin is None or region_count(kmin, 1)  # validate early, fail at build time
+        for value in (k, k if kmin is None else kmin):  # fail at build time, not mid-training
+            region_count(value, 1)
         self.num_outputs, self.maps, self.k, self.alpha, self.kmin = num_outputs, maps, k, alpha, kmin
         self.transfer = nn.Conv2d(in_features, num_outputs * maps, kernel_size=1)
 
