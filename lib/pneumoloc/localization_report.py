@@ -6,7 +6,8 @@ rule ``iou@<rule>``, ``dice@<rule>``, ``rsna@<rule>`` (challenge score of the ma
 -component boxes; boxes are only predicted on images whose probability reaches ``rsna_gate``, as a
 detector would, and an image with neither truth nor prediction is excluded). Over images:
 ``pointwise_map`` (WILDCAT pointwise detection AP). The rule ``tuned`` is a fraction of the
-maximum chosen on the validation images of the same maps (skipped when none was stored).
+maximum chosen on the validation images of the same maps (skipped when none was stored);
+``iou_gated@<rule>`` (optional) applies CheXlocalize's probability gating over all images.
 
 Each metric's mean gets a 95% percentile CI resampling patients (:mod:`pneumoloc.bootstrap`).
 Beside the maps, the table holds chance rows: ``chance/uniform_lung``, ``chance/box_prior``
