@@ -10,9 +10,10 @@ relative to the lung bounding box, so it stays anatomically consistent for any m
 Intensities are in [0, 1] before exposure, bright = dense (bone, soft tissue),
 dark = air (lungs), as in a standard radiograph.
 
-A patient's anatomy is sampled once (:func:`sample_anatomy`); every image of that
-patient is rendered from it with a small per-image shift and scale
-(:func:`render_anatomy`), so images of one patient share lungs and ribs.
+A patient's anatomy is sampled (:func:`sample_anatomy`) and drawn (:func:`render_anatomy`)
+once; every image of that patient is a copy shifted and scaled a little
+(:func:`jitter_frame`), so images of one patient share lungs and ribs. Pneumonia adds
+consolidations at real RSNA box positions (:func:`draw_opacities`).
 """
 from __future__ import annotations
 
