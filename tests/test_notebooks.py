@@ -37,3 +37,40 @@ def test_notebook_01_artifacts(tiny_run):
     assert set(images["split"]) == {"train", "val", "test"}
     for name in ("01_split_counts", "01_split_leakage", "01_sample_grid", "01_box_statistics"):
         assert (root / "figures" / f"{name}.pdf").exists() and (root / "figures" / f"{name}.png").exists()
+
+
+def test_notebook_02_trains_each_backbone(tiny_run):
+    root, manifest = tiny_run
+    images = pd.read_csv(root / "run" / "data" / "images.csv", dtype={"image_id": str})
+    for backbone in ("resnet18", "mobilenet_v3"):
+        d = root / "run" / "models" / backbone
+        for name in ("best.pt", "last.pt", "history.csv", "config.json", "metrics.json"):
+            assert (d / name).exists(), f"{backbone}: {name} missing"
+        pred = pd.read_csv(d / "predictions.csv", dtype={"image_id": str})
+        expected = images[images["split"].isin(["val", "test"])]
+        assert set(pred["image_id"]) == set(expected["image_id"])
+        assert pred["prob"].between(0, 1).all()
+        assert (root / "figures" / f"02_{backbone}_learning_curves.png").exists()
+
+
+def test_notebook_03_stores_maps_once(tiny_run):
+    from pneumoloc.maps import list_maps, load_maps
+    from pneumoloc.paths import RunPaths
+
+    root, _ = tiny_run
+    run = RunPaths(root=root / "run", figures=root / "figures")
+    stored = list_maps(run)
+    assert {"resnet18", "mobilenet_v3"} <= set(stored["model"])
+    maps = load_maps(run, "resnet18", "gradcam")
+    test_ids = pd.read_csv(root / "run" / "data" / "images.csv", dtype={"image_id": str}).query("split == 'test'")["image_id"]
+    assert set(maps.image_ids) >= set(test_ids)
+    assert maps.maps.min() >= 0 and maps.maps.max() <= 1
+
+
+def test_notebooks_04_and_05_write_tables(tiny_run):
+    root, _ = tiny_run
+    metrics = pd.read_csv(root / "run" / "localization" / "metrics.csv")
+    assert {"lar", "hit"} <= set(metrics["metric"])
+    assert metrics["value"].notna().all()
+    summary = pd.read_csv(root / "run" / "ensembles" / "summary.csv")
+    assert {"resnet18", "mobilenet_v3"} <= set(summary["system"])
