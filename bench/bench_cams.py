@@ -56,8 +56,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="batches 8 / 4, for a busy machine")
     ap.add_argument("--repeats", type=int, default=1, help="timed repeats (best kept)")
     ap.add_argument("--size", type=int, default=224, help="input side in pixels")
+    ap.add_argument("--backbones", default="densenet121,vit_b_16", help="comma-separated subset")
     args = ap.parse_args()
-    configs = [("densenet121", 8 if args.quick else 32), ("vit_b_16", 4 if args.quick else 8)]
+    batches = {"densenet121": 8 if args.quick else 32, "vit_b_16": 4 if args.quick else 8}
+    configs = [(b, batches.get(b, 8 if args.quick else 16)) for b in args.backbones.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size} px")
     print(f"{'backbone':<12} {'batch':>5} {'floor':>8} {'ours':>8} {'lib':>8} {'single':>8}   "
           f"ours/floor  ours/lib  ours/single")
