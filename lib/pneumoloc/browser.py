@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .gallery import OUTCOMES, draw_panel, load_case_data, load_predictions, outcomes
+from .gallery import OUTCOMES, colorbar_mappable, draw_panel, load_case_data, load_predictions, outcomes
 from .maps import MapSet, load_maps
 
 __all__ = ["MapBrowser", "SORTS", "COMPARE"]
@@ -183,7 +183,7 @@ class MapBrowser:
                                  contour=self.contour_level.value if self.show_contour.value else None,
                                  title=title) or art
             if art is not None:
-                fig.colorbar(art, ax=axes.ravel().tolist(), fraction=0.04)
+                fig.colorbar(colorbar_mappable(), ax=axes.ravel().tolist(), fraction=0.04)
             fig.suptitle(f"{st['image_id']}  (case {self.index.value + 1} of {st['n_cases']})", fontsize=9)
         if self.figure is not None:
             plt.close(self.figure)

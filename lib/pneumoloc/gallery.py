@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["OUTCOMES", "CMAP", "outcomes", "select_cases", "load_predictions", "CaseData", "load_case_data",
-           "draw_panel", "gallery_figure"]
+           "draw_panel", "gallery_figure", "colorbar_mappable"]
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 CMAP = "jet"  # one colormap for every figure and the browser
@@ -84,6 +84,14 @@ def load_case_data(tables, image_ids: Sequence[str], size: int, progress: bool =
     return CaseData(np.asarray(ids), pixels, boxes, lungs)
 
 
+def colorbar_mappable():
+    """The shared colormap on [0, 1] without the overlay's transparency (for colorbars)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    return ScalarMappable(norm=Normalize(0, 1), cmap=CMAP)
+
+
 def draw_panel(ax, image: np.ndarray, heat: np.ndarray | None, *, boxes=(), lung: np.ndarray | None = None,
                alpha: float = 0.5, show_boxes: bool = True, show_lung: bool = True,
                contour: float | None = None, title: str = ""):
@@ -137,7 +145,6 @@ def gallery_figure(cases: pd.DataFrame, columns: Mapping[str, object], data: Cas
     labels = list(columns)
     fig, axes = plt.subplots(len(cases), len(labels), squeeze=False,
                              figsize=(panel_size * len(labels) + 0.8, panel_size * len(cases) + 0.4))
-    art = None
     for r, case in enumerate(cases.itertuples(index=False)):
         i = data.row(case.image_id)
         for c, label in enumerate(labels):
@@ -145,9 +152,10 @@ def gallery_figure(cases: pd.DataFrame, columns: Mapping[str, object], data: Cas
             title = f"{label}\n{case.outcome} p={p:.2f} y={int(case.label)}" if r == 0 else \
                 f"{case.outcome} p={p:.2f} y={int(case.label)}"
             heat = columns[label].take([case.image_id])[0]
-            art = draw_panel(axes[r, c], data.images[i], heat, boxes=data.boxes[i],
+            draw_panel(axes[r, c], data.images[i], heat, boxes=data.boxes[i],
                              lung=None if data.lungs is None else data.lungs[i], alpha=alpha,
-                             contour=contour, title=title) or art
+                             contour=contour, title=title)
         axes[r, 0].set_ylabel(f"{case.outcome}\n{case.image_id}", fontsize=7)
-    fig.colorbar(art, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="map (min-max per image)")
+    fig.colorbar(colorbar_mappable(), ax=axes.ravel().tolist(), fraction=0.02, pad=0.02,
+                 label="map (min-max per image)")
     return fig
