@@ -18,10 +18,10 @@ demo: $(STAMP)
 	$(VENV)/bin/pneumoloc run $(DEMO_SPEC)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m "not notebooks"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not notebooks"
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
