@@ -16,14 +16,6 @@ PUBLISHED_MILLIONS = {"resnet18": 11.18, "resnet50": 23.51, "densenet121": 6.95,
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on this shared 2-core machine, OpenMP threads spinning against
-    other processes cost 10-30x more CPU than the work itself (measured on DenseNet fwd+bwd)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module", params=sorted(BACKBONES))
 def built(request):

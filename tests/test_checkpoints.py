@@ -17,13 +17,6 @@ from pneumoloc.checkpoints import (FORMAT, CorruptFileError, latest_good_checkpo
 from pneumoloc.storage import save_torch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: spinning OpenMP threads on this shared 2-core machine waste CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

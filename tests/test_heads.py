@@ -12,14 +12,6 @@ from pneumoloc.heads import HEADS, LinearHead, MLPHead, WildcatHead, build_head,
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on this shared 2-core machine, OpenMP threads spinning against
-    other processes cost 10-30x more CPU than the work itself (measured on DenseNet fwd+bwd)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_every_head_maps_features_to_logits_and_trains(name):

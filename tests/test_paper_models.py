@@ -15,13 +15,6 @@ from pneumoloc.checkpoints import import_paper_checkpoint, load_model, save_chec
 from pneumoloc.paper_models import PAPER_ARCHS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: spinning OpenMP threads on this shared 2-core machine waste CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # Restated from their src/model.py: where PneumoniaNet puts the MLP head in each torchvision model.

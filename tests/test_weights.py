@@ -10,13 +10,6 @@ from pneumoloc.backbones import build_model
 from pneumoloc.weights import WeightsUnavailableError, load_state_dict_file
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: spinning OpenMP threads on this shared 2-core machine waste CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _timm_resnet18_state(tmp_path):
