@@ -1,4 +1,4 @@
-"""Lung mask sources: CheXmask RLE, dataset PNGs, classical fallback, PSPNet's offline message."""
+"""Lung mask sources: CheXmask RLE, dataset PNGs, classical fallback, PSPNet from a local file."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,3 +93,82 @@ def test_phantom_dataset_masks_are_exact_and_classical_is_approximate(phantom):
     assert approx.approximate
     iou = [(a & b).sum() / (a | b).sum() for a, b in zip(exact.masks, approx.masks)]
     assert np.mean(iou) > 0.3  # a weak fallback, and the tables say so
+
+
+# --------------------------------------------------------------------------- PSPNet
+# torchxrayvision's PSPNet (ResNet-101, dilated) always runs at 512 x 512 (its forward
+# resizes any input), ~7-13 s per image on one CPU thread: the two model tests are slow.
+
+
+class _NotATensor:  # a pickled object that torch.load(weights_only=True) must refuse
+    pass
+
+
+def _chest_png(path, seed):
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) / 31) ** 2 + ((xx - 32) / 27) ** 2 < 1
+    lungs = (((yy - 30) / 19) ** 2 + ((xx - 20) / 8) ** 2 < 1) | (((yy - 30) / 19) ** 2 + ((xx - 44) / 8) ** 2 < 1)
+    img = np.where(body, 200, 20) - 140 * lungs + np.random.default_rng(seed).normal(0, 8, body.shape)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def pspnet_run(tmp_path_factory):
+    """A random-init PSPNet saved like the published file, our masks and a direct reference."""
+    import torch
+    import torchxrayvision as xrv
+    from torchxrayvision.baseline_models.chestx_det.ptsemseg.pspnet import pspnet
+
+    d = tmp_path_factory.mktemp("pspnet")
+    torch.manual_seed(0)
+    net = pspnet(n_classes=14)
+    # the published file is a DataParallel state dict: every key starts with "module."
+    torch.save({"module." + k: v for k, v in net.state_dict().items()}, d / LM.PSPNET_WEIGHTS_NAME)
+    del net
+    paths = [_chest_png(d / f"im{i}.png", i) for i in range(2)]
+    reference = xrv.baseline_models.chestx_det.PSPNet(cache_dir=str(d))
+    x = torch.stack([torch.from_numpy(
+        (2 * np.asarray(Image.open(p).resize((512, 512), Image.Resampling.BILINEAR), np.float32) / 255 - 1) * 1024)
+        for p in paths])[:, None]
+    with torch.no_grad():
+        prob = torch.sigmoid(reference(x)).numpy()  # [2, 14, 512, 512]
+    left, right = (xrv.baseline_models.chestx_det.PSPNet.targets.index(n) for n in ("Left Lung", "Right Lung"))
+    assert (left, right) == (4, 5)  # the documented target order
+    # random weights give near-constant probabilities: cut at their median so the mask is not trivial
+    threshold = float(np.median(np.maximum(prob[:, 4], prob[:, 5])))
+    images = pd.DataFrame({"image_id": ["a", "b"], "path": paths})
+    ours = LM.lung_masks("pspnet", images, 512, weights=d / LM.PSPNET_WEIGHTS_NAME, threshold=threshold)
+    return ours, prob, threshold
+
+
+@pytest.mark.slow
+def test_pspnet_masks_from_a_local_state_dict_file(pspnet_run):
+    ours, _, _ = pspnet_run
+    assert ours.masks.shape == (2, 512, 512) and ours.masks.dtype == bool
+    assert ours.source == "pspnet" and not ours.approximate and ours.missing == 0
+    assert 0.05 < ours.masks.mean() < 0.95  # neither all lung nor none
+
+
+@pytest.mark.slow
+def test_pspnet_masks_equal_torchxrayvision_lung_channels(pspnet_run):
+    ours, prob, t = pspnet_run
+    expected = (prob[:, 4] > t) | (prob[:, 5] > t)  # Left Lung or Right Lung
+    assert (ours.masks == expected).all()
+    assert (ours.masks != ((prob[:, 0] > t) | (prob[:, 1] > t))).any()  # other channels differ
+
+
+def test_pspnet_weights_load_with_weights_only(tmp_path):
+    import torch
+
+    torch.save({"module.x": _NotATensor()}, tmp_path / LM.PSPNET_WEIGHTS_NAME)
+    with pytest.raises(ValueError, match="not a loadable PSPNet") as err:
+        LM.lung_masks("pspnet", pd.DataFrame({"image_id": ["a"]}), 8,
+                      weights=tmp_path / LM.PSPNET_WEIGHTS_NAME, pixels=np.zeros((1, 8, 8), np.uint8))
+    assert "weights_only" in str(err.value) or "Unpickl" in str(err.value)
+
+
+def test_pspnet_weights_file_must_keep_its_published_name(tmp_path):
+    (tmp_path / "lungs.pth").write_bytes(b"x")
+    with pytest.raises(ValueError, match=LM.PSPNET_WEIGHTS_NAME):
+        LM.lung_masks("pspnet", pd.DataFrame({"image_id": ["a"]}), 8, weights=tmp_path / "lungs.pth")

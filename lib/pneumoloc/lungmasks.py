@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -193,13 +194,19 @@ def classical_masks(images: pd.DataFrame, size: int, pixels: np.ndarray | None =
 @register_lung_source("pspnet")
 def pspnet_masks(images: pd.DataFrame, size: int, weights: str | os.PathLike = "",
                  pixels: np.ndarray | None = None, allow_download: bool = False,
-                 batch_size: int = 4) -> LungMasks:
-    """torchxrayvision's ChestX-Det PSPNet lungs (channels Left Lung, Right Lung; p > 0.5).
+                 batch_size: int = 4, threshold: float = 0.5) -> LungMasks:
+    """torchxrayvision's ChestX-Det PSPNet lungs: union of channels Left Lung and Right Lung.
+
+    Each image is squashed to the model's native 512 x 512, scaled to [-1024, 1024]
+    (``xrv.utils.normalize``), segmented, and a pixel is lung when the sigmoid of either
+    lung channel exceeds ``threshold``; the 512 px mask is then squashed to ``size``.
 
     Args:
         weights: path of ``pspnet_chestxray_best_model_4.pth`` (default: torchxrayvision's cache
-            folder ``~/.torchxrayvision/models_data/``).
+            folder ``~/.torchxrayvision/models_data/``). torchxrayvision loads it with
+            ``torch.load(weights_only=True)`` (tests/test_lungmasks.py proves a pickle is refused).
         allow_download: let torchxrayvision download the weights when missing (needs network).
+        threshold: lung probability cut (0.5 = the model's own decision).
     """
     from .images import read_grayscale
 
@@ -215,19 +222,33 @@ def pspnet_masks(images: pd.DataFrame, size: int, weights: str | os.PathLike = "
     import torch
     import torchxrayvision as xrv
 
-    model = xrv.baseline_models.chestx_det.PSPNet(cache_dir=str(path.parent))
+    stamp = path.stat() if path.is_file() else None
+    model = _load_pspnet(str(path), stamp and (stamp.st_mtime_ns, stamp.st_size))
     lung_ch = [model.targets.index("Left Lung"), model.targets.index("Right Lung")]
     out = np.zeros((len(images), size, size), bool)
     with torch.no_grad():
         for a in range(0, len(images), batch_size):
             imgs = [pixels[i] if pixels is not None else read_grayscale(images["path"].iloc[i])
                     for i in range(a, min(a + batch_size, len(images)))]
-            x = torch.stack([torch.from_numpy(xrv.datasets.normalize(
-                np.asarray(_square(im, 512), np.float32), 255))[None] for im in imgs])
+            x = torch.stack([torch.from_numpy(xrv.utils.normalize(_square(im, 512), 255))[None]
+                             for im in imgs])
             prob = torch.sigmoid(model(x))[:, lung_ch].amax(1).numpy()
             for j, p in enumerate(prob):
-                out[a + j] = resize_mask(p > 0.5, size)
+                out[a + j] = resize_mask(p > threshold, size)
     return LungMasks(out, "pspnet", False, int((~out.reshape(len(out), -1).any(1)).sum()))
+
+
+@lru_cache(maxsize=1)
+def _load_pspnet(path: str, stamp: tuple[int, int] | None):
+    """The PSPNet from ``path``, built once per file version (``stamp`` = mtime, size)."""
+    import torchxrayvision as xrv
+
+    try:
+        model = xrv.baseline_models.chestx_det.PSPNet(cache_dir=str(Path(path).parent))
+    except Exception as e:  # torchxrayvision only prints "Loading failure" and re-raises
+        raise ValueError(f"{path}: not a loadable PSPNet state dict (torchxrayvision's published "
+                         f"{PSPNET_WEIGHTS_NAME} is expected): {type(e).__name__}: {e}") from e
+    return model.eval()
 
 
 def _square(image: np.ndarray, size: int) -> np.ndarray:
