@@ -67,12 +67,18 @@ def test_integrated_gradients_are_complete(net, monkeypatch):
     assert torch.allclose(raw.sum(dim=(1, 2, 3)), delta, rtol=0.02, atol=1e-3)
 
 
+def _reference_copy(net):
+    """An independent copy for the grad-cam package: trainable, in-place ops off."""
+    with cams.prepare_model(net, "features.2", channels_last=False).trainable() as model:
+        return copy.deepcopy(model)
+
+
 def test_guided_backprop_matches_grad_cam_package(net):
     from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
 
     x = _x()
     got = cams.explain(_ex(net), x, "guided_backprop")[:, 0]
-    ref_model = GuidedBackpropReLUModel(copy.deepcopy(cams.prepare_model(net, "features.2").model).requires_grad_(True))
+    ref_model = GuidedBackpropReLUModel(_reference_copy(net))
     for i in range(len(x)):
         gb = torch.from_numpy(ref_model(x[i:i + 1].clone(), target_category=0)[:, :, 0])
         assert (got[i] - cams.normalize_maps(gb.abs())).abs().max() < 1e-5
@@ -86,7 +92,7 @@ def test_guided_gradcam_is_guided_backprop_times_gradcam(net):
 
     x = _x()
     got = cams.explain(_ex(net), x, "guided_gradcam")[:, 0]
-    ref_net = cams.prepare_model(net, "features.2").model.requires_grad_(True)
+    ref_net = _reference_copy(net)
     with pgc.GradCAM(model=ref_net, target_layers=[ref_net.features[2]]) as cam:
         grayscale = torch.from_numpy(cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(1)] * len(x)))
     gb_model = GuidedBackpropReLUModel(copy.deepcopy(ref_net))

@@ -91,11 +91,11 @@ def test_two_logit_model_explains_positive_index_and_predicted_uses_argmax():
     net = TinyNet(k=2, positive_index=1)
     ex = cams.prepare_model(net, target_layer="features.2")
     x = _x(4, 16)
-    ref_net = cams.prepare_model(net, target_layer="features.2").model.requires_grad_(True)
-    ref1 = _reference(ref_net, ref_net.features[2], x, [ClassifierOutputTarget(1)] * 4)
+    with cams.prepare_model(net, target_layer="features.2").trainable() as ref_net:
+        ref1 = _reference(ref_net, ref_net.features[2], x, [ClassifierOutputTarget(1)] * 4)
+        pred = net(x).argmax(1).tolist()
+        ref_pred = _reference(ref_net, ref_net.features[2], x, [ClassifierOutputTarget(p) for p in pred])
     assert (cams.explain(ex, x, "gradcam", "pneumonia")[:, 0] - ref1).abs().max() <= 1e-5
-    pred = net(x).argmax(1).tolist()
-    ref_pred = _reference(ref_net, ref_net.features[2], x, [ClassifierOutputTarget(p) for p in pred])
     assert (cams.explain(ex, x, "gradcam", "predicted")[:, 0] - ref_pred).abs().max() <= 1e-5
 
 
@@ -135,15 +135,34 @@ def test_findings_give_one_map_per_output():
             assert (got[:, k] - ref).abs().max() <= 1e-5
 
 
-def test_prepare_model_copies_and_disables_inplace_and_freezes():
+def test_prepare_model_copies_freezes_and_switches_inplace_off_only_for_hooks():
     model = _model("densenet121")
     assert any(getattr(m, "inplace", False) for m in model.modules())
     ex = _explainable("densenet121")
-    assert not any(getattr(m, "inplace", False) for m in ex.model.modules())
-    assert any(getattr(m, "inplace", False) for m in model.modules()), "caller's model untouched"
+    assert any(getattr(m, "inplace", False) for m in ex.model.modules()), "fast path keeps in-place ops"
+    with ex.trainable():
+        assert not any(getattr(m, "inplace", False) for m in ex.model.modules())
+        assert all(p.requires_grad for p in ex.model.parameters())
+    assert any(getattr(m, "inplace", False) for m in ex.model.modules()), "restored after the block"
     assert not any(p.requires_grad for p in ex.model.parameters())
+    def first_conv(m):  # one with several input channels: a [C,1,k,k] weight is both layouts
+        return next(c for c in m.modules() if isinstance(c, nn.Conv2d) and c.in_channels > 1).weight
+
+    assert first_conv(ex.model).is_contiguous(memory_format=torch.channels_last)
+    assert first_conv(model).is_contiguous(), "caller's model untouched"
     cams.explain(ex, _x(1), "gradcam")
     assert all(p.grad is None for p in ex.model.parameters()), "no parameter gradients on the fast path"
+
+
+def test_fast_path_with_inplace_ops_equals_a_contiguous_copy_without_them():
+    torch.manual_seed(0)
+    model = _model("densenet121")
+    x = _x(2)
+    fast = cams.explain(cams.prepare_model(model), x, "gradcam")
+    plain = cams.prepare_model(model, channels_last=False)
+    with plain.no_inplace():
+        ref = cams.explain(plain, x, "gradcam")
+    assert (fast - ref).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("method", ["eigencam", "scorecam", "ablationcam"])

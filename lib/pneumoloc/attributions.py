@@ -67,7 +67,7 @@ def input_attributions(ex: Explainable, x: torch.Tensor, target: str, method: st
     p = PARAMETERS.get(method, {})
     x = x.detach().clone().requires_grad_(True)
     out = []
-    with ex.trainable() if method == "guided_backprop" else torch.enable_grad():
+    with ex.trainable() if method == "guided_backprop" else ex.no_inplace(), torch.enable_grad():
         for t in range(index.shape[1]):
             kw = {"target": index[:, t].to(x.device), "additional_forward_args": (sign[:, t].to(x.device),)}
             if method == "gradient":

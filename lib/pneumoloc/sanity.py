@@ -9,7 +9,7 @@ rather than the classifier, and the method is flagged.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -111,7 +111,7 @@ def cascading_randomization(model: nn.Module | Explainable, x: torch.Tensor, met
         non-constant map; ``n`` = how many).
     """
     ex = model if isinstance(model, Explainable) else prepare_model(model, target_layer)
-    ex = Explainable(copy.deepcopy(ex.model), ex.layer_name, ex.reshape_transform, ex.positive_index)
+    ex = replace(ex, model=copy.deepcopy(ex.model))
     base = explain(ex, x, method, target)[:, 0].numpy()
     rows = [{"step": 0, "layer": "original", "spearman": 1.0, "ssim": 1.0, "n": len(base)}]
     for step, group in enumerate(cascade_groups(ex.model, max_groups), start=1):
