@@ -1,0 +1,76 @@
+"""Stacked OpenCV component boxes: identical to detection.cam_to_boxes and to per-image scipy."""
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from pneumoloc import components as C
+from pneumoloc.detection import cam_to_boxes
+
+
+def _maps(kind, rng, n=12, side=40):
+    if kind == "noise":  # speckle: hundreds of components, many of equal size
+        return rng.random((n, side, side)).astype(np.float16)
+    if kind == "smooth":  # CAM-like: a few blobs
+        low = rng.random((n, 5, 5)) ** 3
+        return np.kron(low, np.ones((side // 5, side // 5))).astype(np.float32)
+    grid = np.indices((side, side)).sum(0) % 3 == 0  # diagonal stripes: 8-connected, equal sizes
+    return np.broadcast_to(grid * 0.8, (n, side, side)).astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["noise", "smooth", "stripes"])
+@pytest.mark.parametrize("max_boxes,min_cells", [(0, 1), (4, 1), (2, 3), (1, 1)])
+def test_component_boxes_equal_cam_to_boxes(kind, max_boxes, min_cells):
+    rng = np.random.default_rng(max_boxes * 10 + min_cells)
+    maps = _maps(kind, rng)
+    n = len(maps)
+    t = rng.uniform(0.3, 0.7, n)
+    w, h, p = rng.uniform(500, 1500, n), rng.uniform(500, 1500, n), rng.random(n)
+    ref = cam_to_boxes(maps, t, w, h, p, min_cells=min_cells, max_boxes=max_boxes)
+    new = C.component_boxes(maps, t, w, h, p, min_cells=min_cells, max_boxes=max_boxes)
+    assert len(new) == n
+    for a, b in zip(ref, new):
+        assert a.dtype == b.dtype and np.array_equal(a, b)  # same boxes, order and float bits
+
+
+def test_component_boxes_edge_cases():
+    assert C.component_boxes(np.zeros((0, 4, 4)), 0.5) == []
+    empty = C.component_boxes(np.zeros((3, 4, 4)), 0.5)
+    assert [b.shape for b in empty] == [(0, 5)] * 3
+    full = C.component_boxes(np.ones((2, 4, 4)), 0.5, widths=[8, 8], heights=[4, 4])
+    assert [b.tolist() for b in full] == [[[0, 0, 8, 4, 1]]] * 2  # no component crosses maps
+
+
+def test_label_stack_matches_scipy_per_image():
+    """Same labels as scipy's 2-D labelling of each map, offset by the earlier maps' counts."""
+    rng = np.random.default_rng(5)
+    masks = rng.random((6, 30, 23)) < 0.45  # rectangular maps too
+    labels, image, stats = C.label_stack(masks)
+    offset = 0
+    for i, mk in enumerate(masks):
+        ref, k = ndimage.label(mk, structure=np.ones((3, 3)))
+        assert np.array_equal(np.where(ref > 0, ref + offset, 0), labels[i])
+        objs = ndimage.find_objects(ref)
+        for j, sl in enumerate(objs):
+            x0, y0, ww, hh, cells = stats[offset + j]
+            assert (image[offset + j], y0, x0, hh, ww) == (i, sl[0].start, sl[1].start,
+                                                           sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+            assert cells == (ref == j + 1).sum()
+        offset += k
+    assert offset == len(stats)
+
+
+def test_first_pixel_order_check_and_renumbering():
+    ordered = np.array([[0, 1, 1, 0, 2], [3, 0, 2, 0, 0]])
+    assert C._in_first_pixel_order(ordered)
+    swapped = np.array([[0, 2, 2, 0, 1], [3, 0, 1, 0, 0]])  # labels 1 and 2 out of order
+    assert not C._in_first_pixel_order(swapped)
+    fixed, perm = C._renumber_by_first_pixel(swapped)
+    assert np.array_equal(fixed, ordered) and perm.tolist() == [0, 2, 1, 3]
+
+
+def test_renumbering_path_gives_the_same_boxes(monkeypatch):
+    """Force the fallback (as if OpenCV numbered components differently): same results."""
+    maps = _maps("noise", np.random.default_rng(9), n=4, side=24)
+    ref = cam_to_boxes(maps, 0.5, max_boxes=3)
+    monkeypatch.setattr(C, "_in_first_pixel_order", lambda labels: False)
+    assert all(np.array_equal(a, b) for a, b in zip(ref, C.component_boxes(maps, 0.5, max_boxes=3)))
