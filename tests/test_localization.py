@@ -176,3 +176,28 @@ def test_on_the_phantom_box_mask_maps_score_one_and_constant_maps_the_box_area(t
     assert np.allclose(e.values[pos], masks[pos].reshape(pos.sum(), -1).mean(1))
     lungs = lung_masks("dataset", im, 32).masks  # exact phantom lungs
     assert np.allclose(L.lung_attention_ratio(lungs.astype(np.float16), lungs).values, 1)
+
+
+@pytest.mark.parametrize("width", [1, 7, 8, 13, 50176])  # packed bytes with and without padding
+def test_row_counts_equal_bool_sums(width):
+    rng = np.random.default_rng(width)
+    a, b = rng.random((5, width)) < 0.5, rng.random((5, width)) < 0.3
+    assert L._row_counts(a).tolist() == a.sum(1).tolist()
+    assert L._row_counts(a, b).tolist() == (a & b).sum(1).tolist()
+
+
+def test_iou_dice_and_pointing_game_equal_plain_numpy_on_random_maps():
+    """Independent reference: per-image set arithmetic on float16 maps with tied maxima."""
+    rng = np.random.default_rng(11)
+    maps = np.round(rng.random((9, 21, 21)) * 6).astype(np.float16) / 6  # plateaus of tied peaks
+    boxes, w, h = _random_boxes(rng, 9, 500)
+    masks = L.box_masks(boxes, w, h, 21)
+    t = rng.uniform(0.2, 0.8, 9)
+    iou, dice = L.iou_dice(maps, masks, t)
+    hit = L.pointing_game(maps, masks)
+    for i, (m, g) in enumerate(zip(maps.astype(np.float32), masks)):
+        p = m > np.float32(t[i])
+        inter, union = np.sum(p & g), np.sum(p | g)
+        assert iou.values[i] == inter / union and dice.values[i] == 2 * inter / (p.sum() + g.sum())
+        top = m == m.max()
+        assert hit.values[i] == np.sum(top & g) / np.sum(top)

@@ -113,6 +113,20 @@ def _weights(masks, n: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(n, -1), dtype=np.float32)  # broadcast views -> real rows
 
 
+def _row_counts(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Per-row number of True cells of bool ``[n, P]`` ``a`` (and ``b``), as int64.
+
+    Bit-packed (8 cells a byte) and popcounted: ~3x faster than ``(a & b).sum(1)``, which
+    casts every bool to int64 first.
+    """
+    if not hasattr(np, "bitwise_count"):  # numpy < 2.0
+        return (a if b is None else a & b).sum(1)
+    packed = np.packbits(a, axis=1)
+    if b is not None:
+        packed &= np.packbits(b, axis=1)
+    return np.bitwise_count(packed).sum(1, dtype=np.int64)
+
+
 def _row_dot(m: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Per-row sum of ``m * w`` as float64 (a batched BLAS dot: no product array)."""
     return (m[:, None, :] @ w[:, :, None])[:, 0, 0].astype(np.float64)
@@ -199,7 +213,7 @@ def pointing_game(maps, boxes, tolerance: float = 0.0) -> Scores:
         for i in np.flatnonzero(box.any(1)):
             far = ndimage.distance_transform_edt(~box[i].reshape(side, side))
             box[i] = (far <= tolerance).ravel()
-    hit = (top & box).sum(1) / top.sum(1)
+    hit = _row_counts(top, box) / _row_counts(top)
     return ratio_scores(hit, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
 
 
@@ -234,8 +248,8 @@ def iou_dice(maps, boxes, thresholds) -> tuple[Scores, Scores]:
     box = _flatmask(boxes, len(m))
     t = np.broadcast_to(np.asarray(thresholds, np.float32), (len(m),))
     pred = m > t[:, None]
-    inter = (pred & box).sum(1).astype(float)
-    p, g = pred.sum(1).astype(float), box.sum(1).astype(float)
+    inter = _row_counts(pred, box).astype(float)
+    p, g = _row_counts(pred).astype(float), _row_counts(box).astype(float)
     reasons = {"zero_map": m.max(1) <= 0, "no_box": g == 0}
     return ratio_scores(inter, p + g - inter, reasons), ratio_scores(2 * inter, p + g, reasons)
 
