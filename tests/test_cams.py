@@ -61,10 +61,31 @@ def test_fast_path_equals_grad_cam_package(backbone, method):
     # "predicted": a random linear head's pneumonia CAM can be negative everywhere (ReLU -> 0);
     # explaining the predicted side (sign flipped for negative logits) always leaves evidence.
     fast = cams.explain(ex, x, method, "predicted")
+    # reference: the library on the same prepared copy (the memory format changes float rounding,
+    # which XGradCAM's division by sum(A) amplifies; layouts are compared on GradCAM below)
     ref = cams.library_cams(ex, x, "predicted", method)
     assert fast.shape == (4, 1, SIZE, SIZE)
     assert fast.amax(dim=(1, 2, 3)).max() > 0.99  # a real map, not only all-zero ones
     assert (fast - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam"])
+@pytest.mark.parametrize("backbone,layers", [("resnet18", "backbone.layer3+backbone.layer4"),
+                                             ("vit_b_16", "backbone.blocks.10.norm1+backbone.blocks.11.norm1")])
+def test_several_target_layers_equal_the_package_aggregate(backbone, layers, method):
+    """One map per layer, averaged as pytorch-grad-cam does for ``target_layers=[l1, l2]``."""
+    ex = cams.prepare_model(_model(backbone), target_layer=layers)
+    x = _x(3)
+    fast = cams.explain(ex, x, method, "predicted")
+    ref = cams.library_cams(ex, x, "predicted", method)
+    assert (fast - ref).abs().max() <= 1e-5
+    single = cams.explain(cams.prepare_model(_model(backbone), layers.split("+")[1]), x, method, "predicted")
+    assert (fast - single).abs().max() > 0.05, "the earlier layer changes the map"
+
+
+def test_target_layer_typo_names_the_path():
+    with pytest.raises(Exception, match="layer9"):
+        cams.prepare_model(_model("resnet18"), target_layer="backbone.layer3+backbone.layer9")
 
 
 def test_gradcam_matches_package_with_its_own_targets_and_model():

@@ -146,8 +146,19 @@ class Explainable:
     memory_format: torch.memory_format = torch.contiguous_format
 
     @property
+    def layer_names(self) -> list[str]:
+        """The target layers: ``layer_name`` may join several with ``+`` (combined CAM)."""
+        return self.layer_name.split("+")
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        return [resolve_layer(self.model, name) for name in self.layer_names]
+
+    @property
     def layer(self) -> nn.Module:
-        return resolve_layer(self.model, self.layer_name)
+        if len(self.layer_names) > 1:
+            raise ValueError(f"{self.layer_name!r} names several layers: use Explainable.layers")
+        return self.layers[0]
 
     @property
     def device(self) -> torch.device:
@@ -203,7 +214,9 @@ def prepare_model(model: nn.Module, target_layer: str = "", reshape_transform: C
     Args:
         model: a :class:`pneumoloc.backbones.Classifier` (or any module with
             ``spec.target_layer``), or any module when ``target_layer`` is given.
-        target_layer: dotted module path; ``""`` = the backbone registry default.
+        target_layer: dotted module path; ``""`` = the backbone registry default; several
+            joined by ``+`` (``"backbone.layer3+backbone.layer4"``) give one map per layer,
+            averaged as the grad-cam package does for several ``target_layers``.
         reshape_transform: tokens -> [B,C,h,w]; ``None`` = the registry's (ViT) or none.
         device: move the copy there (default: where the model is).
         channels_last: store the copy's weights and feed inputs in channels_last memory
@@ -218,7 +231,8 @@ def prepare_model(model: nn.Module, target_layer: str = "", reshape_transform: C
     copied = copy.deepcopy(model).eval().requires_grad_(False)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     copied.to(device=device, memory_format=memory_format)
-    resolve_layer(copied, layer)  # fail early with the path in the message
+    for name in layer.split("+"):
+        resolve_layer(copied, name)  # fail early with the path in the message
     return Explainable(copied, layer, reshape, int(getattr(model, "positive_index", 0)), memory_format)
 
 
@@ -238,51 +252,61 @@ def normalize_maps(m: torch.Tensor) -> torch.Tensor:
     return m / (1e-7 + m.amax(dim=(-2, -1), keepdim=True))
 
 
-def upsample_maps(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[B,h,w] -> normalize, bilinear to ``size`` (half-pixel centres, as cv2.resize), normalize."""
-    cam = normalize_maps(cam)
-    cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return normalize_maps(cam)
+def upsample_maps(cam: torch.Tensor | list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """[B,h,w] per layer -> normalize, bilinear to ``size`` (half-pixel centres, as cv2.resize),
+    mean over layers, normalize: the grad-cam package's ``scale_cam_image`` and
+    ``aggregate_multi_layers``, so one layer or several give the library's maps."""
+    layers = [cam] if isinstance(cam, torch.Tensor) else cam
+    up = [F.interpolate(normalize_maps(c)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+          for c in layers]
+    return normalize_maps(torch.stack(up).mean(0))
 
 
 # --- the fast gradient path -------------------------------------------------------------
-def _forward_capture(ex: Explainable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward pass returning logits and the target layer's output as a grad-requiring leaf."""
-    store: dict[str, torch.Tensor] = {}
+def _forward_capture(ex: Explainable, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Forward pass returning logits and each target layer's output (in ``ex.layer_names`` order).
 
-    def hook(module, inputs, output):
-        leaf = output.detach().requires_grad_(True)
-        store["a"] = leaf
-        # The graph starts here. The network gets a copy, so an in-place activation after
-        # the target layer cannot overwrite A (nor modify a leaf, which autograd forbids).
-        return leaf.clone()
+    The first target layer the forward pass reaches returns its output as a fresh leaf that
+    requires grad: the graph starts there, nothing before it is recorded. Later target layers
+    are inside that graph already and are kept as they are. Every hook hands the network a
+    copy, so an in-place activation after a target layer cannot overwrite what was captured.
+    """
+    store: dict[int, torch.Tensor] = {}
 
-    handle = ex.layer.register_forward_hook(hook)
+    def hook(k: int):
+        def capture(module, inputs, output):
+            if not store:
+                output = output.detach().requires_grad_(True)
+            store[k] = output
+            return output.clone()
+        return capture
+
+    handles = [layer.register_forward_hook(hook(k)) for k, layer in enumerate(ex.layers)]
     try:
         with torch.enable_grad():
             logits = ex.model(x)
     finally:
-        handle.remove()
-    if "a" not in store:
-        raise RuntimeError(f"target layer {ex.layer_name!r} was not called in the forward pass")
-    return logits, store["a"]
+        for h in handles:
+            h.remove()
+    missing = [name for k, name in enumerate(ex.layer_names) if k not in store]
+    if missing:
+        raise RuntimeError(f"target layers {missing} were not called in the forward pass")
+    return logits, [store[k] for k in range(len(ex.layer_names))]
 
 
 def fast_cams(ex: Explainable, x: torch.Tensor, target: str, combine) -> torch.Tensor:
     """Gradient-weighted CAMs from dScore/dA only (no parameter gradients); [B,T,S,S]."""
-    logits, a = _forward_capture(ex, x)
+    logits, acts = _forward_capture(ex, x)
     index, sign = resolve_targets(logits, ex.positive_index, target)
     scores = logits.gather(1, index.to(logits.device)) * sign.to(logits.device)
-    acts = a.detach()
-    if ex.reshape_transform is not None:
-        acts = ex.reshape_transform(acts)
+    reshape = ex.reshape_transform or (lambda t: t)
+    values = [reshape(a.detach()).float() for a in acts]
     out = []
     for t in range(scores.shape[1]):
-        (g,) = torch.autograd.grad(scores[:, t].sum(), a, retain_graph=t + 1 < scores.shape[1])
-        if ex.reshape_transform is not None:
-            g = ex.reshape_transform(g)
-        cam = combine(acts.float(), g.float()).clamp_min(0)  # ReLU: Selvaraju et al. 2017, eq. 2
-        out.append(upsample_maps(cam, tuple(x.shape[-2:])))
+        grads = torch.autograd.grad(scores[:, t].sum(), acts, retain_graph=t + 1 < scores.shape[1])
+        # ReLU: Selvaraju et al. 2017, eq. 2
+        per_layer = [combine(a, reshape(g).float()).clamp_min(0) for a, g in zip(values, grads)]
+        out.append(upsample_maps(per_layer, tuple(x.shape[-2:])))
     return torch.stack(out, 1)
 
 
@@ -361,7 +385,7 @@ def library_cams(ex: Explainable, x: torch.Tensor, target: str, method: str,
                   "ablation_layer": AblationLayerVit() if ex.reshape_transform else AblationLayer()}
     out = []
     with ex.trainable() as model:
-        cam = getattr(pgc, LIBRARY_CAMS[method])(model=model, target_layers=[ex.layer],
+        cam = getattr(pgc, LIBRARY_CAMS[method])(model=model, target_layers=ex.layers,
                                                   reshape_transform=ex.reshape_transform, **kwargs)
         cam.batch_size = batch_size  # ScoreCAM reads it
         try:
