@@ -115,3 +115,16 @@ def test_overlay_controls(browser):
 def test_missing_maps_are_an_error(run):
     with pytest.raises(FileNotFoundError, match="compute_maps"):
         MapBrowser(run, ["resnet18"], ["layercam"])
+
+
+def test_shown_image_is_the_rendered_figure_and_follows_the_controls(browser):
+    from PIL import Image
+    import io
+
+    first = browser.image.value
+    assert Image.open(io.BytesIO(first)).format == "PNG"
+    browser.opacity.value = 0.9
+    second = browser.image.value
+    assert second != first, "changing a control re-renders the shown PNG"
+    browser.opacity.value = 0.5
+    assert browser.image.value == first, "same controls, same picture"

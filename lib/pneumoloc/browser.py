@@ -7,6 +7,13 @@ The notebook only creates and displays it::
 
 Everything it shows is derived from its controls by :meth:`MapBrowser.cases` and
 :meth:`MapBrowser.state`, so tests set the controls and check what changes.
+
+The figure is shown as PNG bytes in an ``ipywidgets.Image``, not through an ``Output``
+widget: an ``Output`` widget executed headless (papermill / nbclient) makes the client
+send comm messages back to the kernel on the shell channel while it waits there for
+the cell's reply, and cells hung intermittently (jupyter/nbclient#312). An ``Image``
+only sends state from the kernel, so the browser runs the same in JupyterLab and in
+a papermill run.
 """
 from __future__ import annotations
 
@@ -37,10 +44,11 @@ class MapBrowser:
         split: predictions split the maps were computed for.
         threshold: decision threshold for TP/FP/FN/TN.
         display_size: pixel side of the shown radiograph; 0 = 4x the map size, at most 256.
+        dpi: resolution of the shown PNG.
     """
 
     def __init__(self, run, models: Sequence[str], methods: Sequence[str], split: str = "test",
-                 threshold: float = 0.5, display_size: int = 0):
+                 threshold: float = 0.5, display_size: int = 0, dpi: int = 80):
         import ipywidgets as w
 
         from .dataset import load_tables
@@ -60,6 +68,7 @@ class MapBrowser:
         self._box_cells = self._box_masks()
         self._busy = False
         self.figure = None
+        self.dpi = dpi
         self.model = w.Dropdown(options=self.models, description="backbone")
         self.method = w.Dropdown(options=self.methods, description="method")
         self.outcome = w.ToggleButtons(options=("all",) + OUTCOMES, description="outcome")
@@ -72,7 +81,7 @@ class MapBrowser:
         self.contour_level = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="level")
         self.compare = w.ToggleButtons(options=COMPARE, description="compare")
         self.other = w.Dropdown(options=[], description="versus")
-        self.output = w.Output()
+        self.image = w.Image(format="png")
         controls = [self.model, self.method, self.outcome, self.sort, self.index, self.opacity, self.show_boxes,
                     self.show_lung, self.show_contour, self.contour_level, self.compare, self.other]
         for c in controls:
@@ -80,7 +89,7 @@ class MapBrowser:
         self.widget = w.VBox([w.HBox([self.model, self.method, self.sort]), self.outcome, self.index,
                               w.HBox([self.opacity, self.show_boxes, self.show_lung]),
                               w.HBox([self.show_contour, self.contour_level]),
-                              w.HBox([self.compare, self.other]), self.output])
+                              w.HBox([self.compare, self.other]), self.image])
         self._sync()
 
     # --- data ----------------------------------------------------------------------------
@@ -159,7 +168,9 @@ class MapBrowser:
             self._sync()
 
     def render(self):
-        """Draw the current state into :attr:`output`; returns the figure (kept in :attr:`figure`)."""
+        """Draw the current state into :attr:`image` (PNG); returns the figure (kept in :attr:`figure`)."""
+        import io
+
         import matplotlib.pyplot as plt
 
         st = self.state()
@@ -188,11 +199,9 @@ class MapBrowser:
         if self.figure is not None:
             plt.close(self.figure)
         self.figure = fig
-        self.output.clear_output(wait=True)
-        with self.output:
-            from IPython.display import display
-
-            display(fig)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=self.dpi)
+        self.image.value = png.getvalue()
         plt.close(fig)
         return fig
 
