@@ -125,3 +125,25 @@ def test_mapset_take_by_id():
     assert s.take(["b", "a"])[:, 0, 0].tolist() == [1.0, 0.0]
     with pytest.raises(KeyError, match="c"):
         s.take(["c"])
+
+
+def test_store_as_keeps_a_layer_variant_beside_the_default_and_holds_several_splits(tmp_path):
+    run = make_run(tmp_path)
+    default = M.compute_maps(run, "resnet18", "gradcam", progress=False)["gradcam"]
+    both = M.compute_maps(run, "resnet18", "gradcam", split=["train", "test"], target_layer="backbone.layer3",
+                          store_as="gradcam@layer3", progress=False)["gradcam@layer3"]
+    assert list(both.image_ids) == [f"im{i}" for i in range(8)], "train and test rows, table order"
+    assert both.meta["splits"] == ["train", "test"] and both.meta["target_layer"] == "backbone.layer3"
+    listed = M.list_maps(run).set_index("method")
+    assert {"gradcam", "gradcam@layer3"} <= set(listed.index)
+    test_only = M.compute_maps(run, "resnet18", "gradcam", target_layer="backbone.layer3",
+                               store_as="l3_test", progress=False)["l3_test"]
+    np.testing.assert_allclose(both.take(test_only.image_ids), test_only.take(test_only.image_ids), atol=1e-3)
+    reloaded = M.load_maps(run, "resnet18", "gradcam")
+    np.testing.assert_array_equal(reloaded.maps, default.maps)
+    assert np.abs(both.take(default.image_ids) - default.take(default.image_ids)).max() > 0.05
+
+
+def test_unknown_split_is_an_error(run):
+    with pytest.raises(ValueError, match="split"):
+        M.compute_maps(run, "resnet18", "gradcam", split=["val", "tset"], progress=False)

@@ -8,13 +8,18 @@ Layout (shared contract, see the team brief)::
                                      parameters, provenance
 
 A multi-label model explained with ``target="findings"`` stores one file per finding,
-``<method>@<finding>.npz``. :func:`compute_maps` skips the work when the stored file was
-made from the same checkpoint (sha256) with the same parameters for the same images.
+``<method>@<finding>.npz``. ``store_as`` stores a variant under its own name, e.g. the
+maps of another target layer as ``gradcam@layer3`` beside the default ``gradcam``.
+One file may hold several splits (``split=["val", "test"]``): readers pick their images
+by id (notebook 04 tunes thresholds on the val rows and scores the test rows).
+:func:`compute_maps` skips the work when the stored file was made from the same
+checkpoint (sha256) with the same parameters for the same images.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -125,11 +130,19 @@ def map_parameters(method: str, *, split: str, map_size: int, input_size: int, t
             "target": target, "target_layer": target_layer, "method_parameters": PARAMETERS.get(method, {})}
 
 
-def _stored_names(method: str, target: str, findings: list[str], k: int) -> list[str]:
+def _stored_names(name: str, target: str, findings: list[str], k: int) -> list[str]:
     if target != "findings":
-        return [method]
+        return [name]
     names = findings if len(findings) == k else [f"output{i}" for i in range(k)]
-    return [f"{method}@{f}" for f in names]
+    return [f"{name}@{f}" for f in names]
+
+
+def _split_list(split: str | Sequence[str]) -> list[str]:
+    splits = [split] if isinstance(split, str) else list(split)
+    unknown = [s for s in splits if s not in ("train", "val", "test", "all")]
+    if unknown or not splits:
+        raise ValueError(f"split={split!r}: use 'train', 'val', 'test', 'all' or a list of them")
+    return splits
 
 
 def _up_to_date(run: RunPaths, model_name: str, names: list[str], sha: str, params: dict,
@@ -153,9 +166,9 @@ def _ids_digest(image_ids: np.ndarray) -> str:
     return hashlib.sha256("\n".join(map(str, image_ids)).encode()).hexdigest()
 
 
-def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str = "test", map_size: int = 64,
-                 batch_size: int = 16, target: str = "pneumonia", target_layer: str = "",
-                 device: str = "cpu", checkpoint: str = "best.pt", input_size: int = 0,
+def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Sequence[str] = "test",
+                 map_size: int = 64, batch_size: int = 16, target: str = "pneumonia", target_layer: str = "",
+                 store_as: str = "", device: str = "cpu", checkpoint: str = "best.pt", input_size: int = 0,
                  force: bool = False, progress: bool = True) -> dict[str, MapSet]:
     """Compute (or reuse) the maps of ``method`` for the ``split`` images of a trained model.
 
@@ -163,11 +176,15 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str = "t
         run: the run (needs notebook 01's tables and notebook 02's ``<model>/<checkpoint>``).
         model_name: folder name under ``run.model_dir``.
         method: a key of :data:`pneumoloc.cams.METHODS`.
-        split: which images (``"test"``, ``"val"``, ``"train"``, or ``"all"``).
+        split: which images (``"test"``, ``"val"``, ``"train"``, ``"all"``, or a list such
+            as ``["val", "test"]``: one file, images in images-table order).
         map_size: stored side M.
         batch_size: images per forward pass.
         target: a key of :data:`pneumoloc.cams.TARGETS`.
-        target_layer: dotted module path; ``""`` = the backbone registry default.
+        target_layer: dotted module path; ``""`` = the backbone registry default; several
+            joined by ``+`` average their maps (:func:`pneumoloc.cams.prepare_model`).
+        store_as: stored method name; ``""`` = ``method`` (give variants their own name,
+            e.g. ``"gradcam@layer3"``, so they sit beside the default maps).
         device: torch device string (``"auto"`` picks CUDA when present).
         checkpoint: file name inside the model folder.
         input_size: S; 0 = from the checkpoint's config.
@@ -191,11 +208,12 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str = "t
     resolve_targets(torch.zeros(1, 1), 0, target)
     if map_size <= 0 or batch_size <= 0:
         raise ValueError(f"map_size={map_size} and batch_size={batch_size} must be positive")
+    splits = _split_list(split)
     ckpt = run.model_dir(model_name) / checkpoint
     if not ckpt.exists():
         raise FileNotFoundError(f"{ckpt} does not exist: train {model_name!r} with notebook 02 first")
     tables = load_tables(run)
-    images = tables.images if split == "all" else tables.images[tables.images["split"] == split]
+    images = tables.images if "all" in splits else tables.images[tables.images["split"].isin(splits)]
     if images.empty:
         raise ValueError(f"split={split!r} has no images in {run.images_table}")
     dev = pick_device(device)
@@ -205,10 +223,10 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str = "t
     with torch.no_grad():
         k = model(to_input(np.zeros((1, size, size), np.uint8)).to(dev)).shape[1]
     outputs = list(getattr(model, "config", {}).get("output_names") or tables.findings)
-    names = _stored_names(method, target, outputs, k)
+    names = _stored_names(store_as or method, target, outputs, k)
     ids = images["image_id"].astype(str).to_numpy()
     sha = checkpoint_sha256(ckpt)
-    params = map_parameters(method, split=split, map_size=map_size, input_size=size, target=target,
+    params = map_parameters(method, split="+".join(splits), map_size=map_size, input_size=size, target=target,
                             target_layer=ex.layer_name)
     if not force and _up_to_date(run, model_name, names, sha, params, ids):
         return {n: load_maps(run, model_name, n) for n in names}
@@ -219,7 +237,7 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str = "t
         out[start:start + len(x)] = resize_maps(explain(ex, x, method, target), map_size).numpy()
     result = {}
     for t, name in enumerate(names):
-        meta = {"model": model_name, "method": name, "base_method": method, "n": len(ids),
+        meta = {"model": model_name, "method": name, "base_method": method, "n": len(ids), "splits": splits,
                 "map_size": map_size, "input_size": size, "target": target, "target_layer": ex.layer_name,
                 "target_index": t, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "parameters": params,
                 "image_ids_sha256": _ids_digest(ids), "provenance": provenance()}
