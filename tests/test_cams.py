@@ -224,3 +224,10 @@ def test_registry_holds_every_required_method():
                 "ablationcam", "gradient", "smoothgrad", "intgrad", "smoothgrad_ig", "guided_backprop",
                 "guided_gradcam", "wildcat"}
     assert required <= set(cams.method_names())
+
+
+def test_feature_sizes_are_the_native_cam_resolution():
+    ex = cams.prepare_model(_model("resnet18"), target_layer="backbone.layer3+backbone.layer4")
+    assert cams.feature_sizes(ex, 128) == [(8, 8), (4, 4)]
+    vit = _explainable("vit_b_16")
+    assert cams.feature_sizes(vit, SIZE) == [(SIZE // 16, SIZE // 16)]

@@ -142,7 +142,7 @@ def test_tables_failures_auc_and_figures(report, tmp_path):
 
     run, images, _, rep = report
     wide = format_table(rep.metrics, ["hit", "energy", "lar"])
-    assert {"target_layer", "map_size", "hit", "energy"} <= set(wide.columns)
+    assert {"target_layer", "feature_size", "map_size", "hit", "energy"} <= set(wide.columns)
     assert wide.loc[wide.model == "good", "energy"].iloc[0].startswith("1.000 [")
     worst = worst_localized(rep.per_image, "energy", n=2)
     bad = worst[worst.model == "bad"]
@@ -162,3 +162,13 @@ def test_tables_failures_auc_and_figures(report, tmp_path):
     assert all(len(f.axes) for f in figs)
     with pytest.raises(ValueError, match="none of the requested"):
         P.metric_bars(rep.metrics, ["nope"])
+
+
+def test_system_label_names_every_layer_and_the_native_resolution():
+    from pneumoloc.localization_plots import system_label
+
+    row = {"model": "resnet18", "method": "gradcam@layer3+4", "target_layer": "backbone.layer3+backbone.layer4",
+           "feature_size": "8x8+4x4", "map_size": 64}
+    assert system_label(row) == "resnet18 / gradcam@layer3+4 (layer3+layer4, 8x8+4x4 -> 64px)"
+    assert system_label({"model": "chance", "method": "uniform", "target_layer": "", "feature_size": "",
+                         "map_size": 64}) == "chance / uniform (64px)"

@@ -41,7 +41,7 @@ from torch import nn
 
 __all__ = [
     "METHODS", "TARGETS", "MapMethod", "Explainable", "register_method", "register_target",
-    "method_names", "get_method", "prepare_model", "resolve_layer", "explain", "fast_cams",
+    "method_names", "get_method", "prepare_model", "resolve_layer", "explain", "fast_cams", "feature_sizes",
     "library_cams", "normalize_maps", "upsample_maps", "resolve_targets", "FAST_CAMS", "LIBRARY_CAMS",
 ]
 
@@ -242,6 +242,27 @@ def explain(ex: Explainable, x: torch.Tensor, method: str, target: str = "pneumo
     resolve_targets(torch.zeros(1, 1), 0, target)  # validate the name before any work
     x = x.to(ex.device, memory_format=ex.memory_format) if x.dim() == 4 else x.to(ex.device)
     return fn(ex, x, target).detach().float().cpu()
+
+
+def feature_sizes(ex: Explainable, input_size: int) -> list[tuple[int, int]]:
+    """Spatial size (h, w) of each target layer's activation for a ``input_size`` square input:
+    the native resolution of the CAM before upsampling (4x4 for ResNet-18 layer4 at 128 px)."""
+    sizes: dict[int, tuple[int, int]] = {}
+
+    def hook(k: int):
+        def record(module, inputs, output):
+            a = ex.reshape_transform(output) if ex.reshape_transform is not None else output
+            sizes[k] = (int(a.shape[-2]), int(a.shape[-1]))
+        return record
+
+    handles = [layer.register_forward_hook(hook(k)) for k, layer in enumerate(ex.layers)]
+    try:
+        with torch.no_grad():
+            ex.model(torch.zeros(1, 1, input_size, input_size, device=ex.device))
+    finally:
+        for h in handles:
+            h.remove()
+    return [sizes[k] for k in range(len(ex.layer_names))]
 
 
 # --- normalization, as the grad-cam package's scale_cam_image --------------------------

@@ -15,9 +15,12 @@ __all__ = ["system_label", "metric_bars", "lar_distribution", "localization_vs_a
 
 
 def system_label(row) -> str:
-    """``model / method`` plus the last part of the target layer and the map size."""
-    layer = str(row.get("target_layer", "") or "").split(".")[-1]
-    extra = ", ".join(x for x in (layer, f"{int(row['map_size'])}px" if pd.notna(row.get("map_size")) else "") if x)
+    """``model / method`` plus the target layer(s) (last path part), native feature size and map size."""
+    layer = "+".join(p.split(".")[-1] for p in str(row.get("target_layer", "") or "").split("+") if p)
+    features = row.get("feature_size", "")
+    features = features if isinstance(features, str) else ""
+    size = f"{int(row['map_size'])}px" if pd.notna(row.get("map_size")) else ""
+    extra = ", ".join(x for x in (layer, f"{features} -> {size}" if features and size else size) if x)
     return f"{row['model']} / {row['method']}" + (f" ({extra})" if extra else "")
 
 

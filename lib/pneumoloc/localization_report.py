@@ -216,7 +216,8 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
             if vgt.reshape(len(vgt), -1).any(1).any():
                 tuned = tune_fraction(ms.maps[val], vgt)
                 thr["tuned"] = fraction_thresholds(maps, tuned)
-        info = {"target_layer": ms.meta.get("target_layer", ""), "map_size": size,
+        info = {"target_layer": ms.meta.get("target_layer", ""), "feature_size": ms.meta.get("feature_size", ""),
+                "map_size": size,
                 "input_size": ms.meta.get("input_size", np.nan), "tuned_fraction": tuned,
                 "lung_source": gt.lungs.source, "lungs_approximate": gt.lungs.approximate}
         nonzero = maps.reshape(len(maps), -1).max(1) > 0
@@ -271,7 +272,8 @@ def _chance_rows(tables, gts: dict, rules, rsna_gate, n_boot, seed) -> list[dict
             maps = np.ascontiguousarray(build(gt.lungs.masks, prior=prior))
             thr = {r: thresholds_for(r, maps) for r in rules}
             ones = np.ones(len(maps))
-            info = {"target_layer": "", "map_size": size, "input_size": np.nan, "tuned_fraction": np.nan,
+            info = {"target_layer": "", "feature_size": "", "map_size": size, "input_size": np.nan,
+                    "tuned_fraction": np.nan,
                     "lung_source": gt.lungs.source, "lungs_approximate": gt.lungs.approximate}
             rows += _rows("chance", name, "maps", info, score_maps(maps, gt, ones, thr, rsna_gate),
                           gt, np.full(len(maps), np.nan), n_boot, seed)[0]
@@ -306,11 +308,12 @@ def paired_comparisons(per_image: pd.DataFrame, n_boot: int = 200, seed: int = 0
 
 
 def format_table(metrics: pd.DataFrame, names: Sequence[str], variant: str = "maps") -> pd.DataFrame:
-    """Wide table: one row per model x method (with target layer and map size beside every
-    number), one column per metric holding ``value [low, high]``."""
+    """Wide table: one row per model x method (with target layer, its native feature size and
+    the stored map size beside every number), one column per metric holding ``value [low, high]``."""
     df = metrics[(metrics["variant"] == variant) & metrics["metric"].isin(names)].copy()
     df["cell"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df["value"], df["low"], df["high"])]
-    keys = ["model", "method", "target_layer", "map_size"]
+    keys = ["model", "method", "target_layer", "feature_size", "map_size"]
+    df["feature_size"] = df.get("feature_size", pd.Series("", index=df.index)).fillna("")
     wide = df.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first")
     return wide[[n for n in names if n in wide.columns]].reset_index()
 

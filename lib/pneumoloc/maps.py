@@ -198,7 +198,7 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
     from tqdm.auto import tqdm
 
     from .cache import cached_images
-    from .cams import explain, get_method, prepare_model, resolve_targets
+    from .cams import explain, feature_sizes, get_method, prepare_model, resolve_targets
     from .checkpoints import load_model
     from .dataset import load_tables
     from .devices import pick_device
@@ -235,11 +235,12 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
     for start in tqdm(range(0, len(ids), batch_size), desc=f"{model_name} {method}", disable=not progress):
         x = to_input(np.array(pixels[start:start + batch_size]))  # a writable copy of the memmap rows
         out[start:start + len(x)] = resize_maps(explain(ex, x, method, target), map_size).numpy()
+    features = "+".join(f"{h}x{w}" for h, w in feature_sizes(ex, size))
     result = {}
     for t, name in enumerate(names):
         meta = {"model": model_name, "method": name, "base_method": method, "n": len(ids), "splits": splits,
                 "map_size": map_size, "input_size": size, "target": target, "target_layer": ex.layer_name,
-                "target_index": t, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "parameters": params,
+                "feature_size": features, "target_index": t, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "parameters": params,
                 "image_ids_sha256": _ids_digest(ids), "provenance": provenance()}
         path = map_file(run, model_name, name)
         save_arrays(path, maps=np.ascontiguousarray(out[:, t]), image_ids=ids.astype(str))
