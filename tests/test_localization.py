@@ -19,38 +19,6 @@ def _random_boxes(rng, n, size):
     return boxes, widths, heights
 
 
-@pytest.mark.parametrize("levels", [None, 5, 64])
-def test_auprc_matches_sklearn(levels):
-    rng = np.random.default_rng(levels or 0)
-    maps = rng.random((12, 24, 24))
-    if levels:  # ties: few distinct values
-        maps = np.round(maps * (levels - 1)) / (levels - 1)
-    boxes = np.zeros(maps.shape, bool)
-    boxes[:, 3:11, 5:17] = True
-    boxes[::3, 15:20, 2:6] = True
-    ref = [average_precision_score(b.ravel(), m.ravel()) for m, b in zip(maps, boxes)]
-    sort = L.localization_auprc(maps, boxes, method="sort")
-    assert np.allclose(sort.values, ref, atol=1e-9, rtol=0)
-    m16 = maps.astype(np.float16)
-    ref16 = [average_precision_score(b.ravel(), m.ravel().astype(float)) for m, b in zip(m16, boxes)]
-    hist = L.localization_auprc(m16, boxes, method="histogram")
-    assert np.allclose(hist.values, ref16, atol=1e-9, rtol=0)
-    assert np.allclose(L.localization_auprc(m16.astype(np.float32), boxes).values, ref16, atol=1e-9)
-
-
-def test_auprc_histogram_refuses_non_float16_values():
-    with pytest.raises(ValueError, match="sort"):
-        L.localization_auprc(np.full((1, 4, 4), 0.1), np.ones((1, 4, 4), bool), method="histogram")
-    assert L.float16_codes(np.full((1, 2, 2), 1.5, np.float16)) is None
-    assert L.float16_codes(np.full((1, 2, 2), -0.0, np.float16)).max() == 0
-
-
-def test_average_precision_1d_matches_sklearn():
-    rng = np.random.default_rng(3)
-    y, s = rng.random(200) < 0.3, np.round(rng.random(200), 1)
-    assert L.average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
-
-
 def test_box_masks_hand_case():
     # 100 x 200 image at size 10: x 10..40 -> cells whose centres lie in [1, 4): 1, 2, 3;
     # y 20..30 -> [1, 1.5) holds no centre, so the cell of the centre (1.25) is marked: row 1.

@@ -19,10 +19,8 @@ Conventions (used by every function here and by notebook 04):
 
 Per-image AUPRC ("localization utility", Arun et al. 2020; the WILDCAT study) is the average
 precision of the map's pixel values as scores against the box mask as labels, exactly
-``sklearn.metrics.average_precision_score``: AP = sum_n (R_n - R_{n-1}) P_n over distinct score
-thresholds. float16 maps in [0, 1] take 15,361 distinct values (bit patterns 0x0000..0x3C00 are
-ordered like the values), so AP is computed exactly from per-level counts in linear time; other
-inputs use an exact sort-based path.
+``sklearn.metrics.average_precision_score`` (computed by :mod:`pneumoloc.auprc`, whose names
+are re-exported here).
 """
 from __future__ import annotations
 
@@ -32,14 +30,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .auprc import (F16_LEVELS, ap_from_levels, ap_from_sort, average_precision, float16_codes,
+                    level_counts)
+
 __all__ = [
     "Scores", "ratio_scores", "F16_LEVELS", "as_maps", "boxes_by_image", "box_masks", "peak_indices",
     "lung_attention_ratio", "pointing_game", "energy_in_boxes", "lung_normalized_energy",
     "iou_dice", "float16_codes", "level_counts", "average_precision",
     "localization_auprc", "pointwise_detection_map",
 ]
-
-F16_LEVELS = 0x3C00 + 1  # float16 bit patterns of the values 0.0 .. 1.0, in increasing order
 
 
 @dataclass(frozen=True)
@@ -254,85 +253,6 @@ def iou_dice(maps, boxes, thresholds) -> tuple[Scores, Scores]:
     return ratio_scores(inter, p + g - inter, reasons), ratio_scores(2 * inter, p + g, reasons)
 
 
-def float16_codes(maps) -> np.ndarray | None:
-    """Level index 0..15360 (uint16 ``[N, M*M]``) of each value when the maps are exactly
-    float16 values in [0, 1] (the stored format), else None (callers then use an exact
-    sort-based path). Non-negative float16 bit patterns are ordered like their values."""
-    m = as_maps(maps)
-    if m.dtype != np.float16:
-        m16 = m.astype(np.float16)
-        if not np.array_equal(m16, m):
-            return None
-        m = m16
-    codes = np.ascontiguousarray(m).view(np.uint16).reshape(len(m), -1)
-    if codes.size and codes.max() > F16_LEVELS - 1:
-        codes = np.where(codes == 0x8000, np.uint16(0), codes)  # -0.0 is 0.0
-        if codes.max() > F16_LEVELS - 1:
-            return None  # negative, > 1, NaN or inf values
-    return codes
-
-
-def level_counts(codes: np.ndarray) -> np.ndarray:
-    """Per-image histograms of float16 level codes: int32 ``[N, F16_LEVELS]``, level 0 = 0.0."""
-    out = np.zeros((len(codes), F16_LEVELS), np.int32)
-    for i in range(len(codes)):  # per-image bincount: no int64 index array over the batch
-        out[i] = np.bincount(codes[i], minlength=F16_LEVELS)
-    return out
-
-
-def _ap_levels(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Exact AP per image from counts per float16 level, in linear time.
-
-    Scanning thresholds from the top level down, precision at a level is
-    (positives at or above it) / (pixels at or above it), and recall grows by the level's
-    positives / all positives, so AP = sum over levels holding positives of
-    pos_level * precision_level / P (= sklearn's sum_n (R_n - R_{n-1}) P_n).
-    """
-    ap = np.zeros(len(codes))
-    n_pix = codes.shape[1]
-    for i in range(len(codes)):
-        positives = codes[i][labels[i]]
-        if not positives.size:
-            continue  # AP undefined without positives; the caller excludes the image
-        hist = np.bincount(codes[i], minlength=F16_LEVELS)
-        pos = np.bincount(positives, minlength=F16_LEVELS)
-        lv = np.flatnonzero(pos)
-        if lv.size:
-            # pixels at or above level l = all pixels - pixels strictly below l
-            at_or_above = n_pix - np.cumsum(hist)[lv] + hist[lv]
-            k = pos[lv]
-            tp = k.sum() - np.cumsum(k) + k  # positives at or above each positive level
-            ap[i] = float(np.sum(k * (tp / at_or_above))) / k.sum()
-    return ap
-
-
-def _ap_sorted(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Exact AP per row for arbitrary float scores (sort, then credit each positive with the
-    precision at the end of its tie group, as sklearn's distinct-threshold definition does)."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    s = np.take_along_axis(scores, order, 1)
-    y = np.take_along_axis(labels, order, 1).astype(np.float64)
-    n, k = s.shape
-    tp = np.cumsum(y, axis=1)
-    prec = tp / np.arange(1, k + 1)
-    end = np.ones((n, k), bool)
-    end[:, :-1] = s[:, 1:] != s[:, :-1]
-    last = np.where(end, np.arange(k), k)
-    last = np.minimum.accumulate(last[:, ::-1], axis=1)[:, ::-1]
-    p = tp[:, -1]
-    credit = (y * np.take_along_axis(prec, last, 1)).sum(1)
-    return np.divide(credit, p, out=np.zeros_like(p), where=p > 0)
-
-
-def average_precision(labels, scores) -> float:
-    """AP of 1-D scores against binary labels, identical to sklearn's ``average_precision_score``."""
-    s = np.asarray(scores, np.float64)[None]
-    y = np.asarray(labels).astype(bool)[None]
-    if not y.any():
-        raise ValueError("average precision needs at least one positive label")
-    return float(_ap_sorted(s, y)[0])
-
-
 def localization_auprc(maps, boxes, method: str = "auto", chunk: int = 128) -> Scores:
     """Per-image AUPRC of the map (scores) against the box union (labels).
 
@@ -352,9 +272,9 @@ def localization_auprc(maps, boxes, method: str = "auto", chunk: int = 128) -> S
     for a in range(0, len(m), chunk):
         sl = slice(a, a + chunk)
         if codes is not None:
-            ap[sl] = _ap_levels(codes[sl], box[sl])
+            ap[sl] = ap_from_levels(codes[sl], box[sl])
         else:
-            ap[sl] = _ap_sorted(m[sl].reshape(len(box[sl]), -1).astype(np.float64), box[sl])
+            ap[sl] = ap_from_sort(m[sl].reshape(len(box[sl]), -1).astype(np.float64), box[sl])
     maxima = codes.max(1) if codes is not None else m.reshape(len(m), -1).max(1)  # uint16 max is fast
     return ratio_scores(ap, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
 
