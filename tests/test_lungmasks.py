@@ -58,8 +58,15 @@ def test_classical_fallback_finds_two_dark_lungs():
     out = LM.lung_masks("classical", pd.DataFrame({"image_id": ["a"]}), 96,
                         pixels=np.clip(img, 0, 255).astype(np.uint8)[None])
     assert out.approximate
-    inter, union = (out.masks[0] & lungs).sum(), (out.masks[0] | lungs).sum()
-    assert inter / union > 0.9
+    found = out.masks[0]
+    assert (found & lungs).sum() / lungs.sum() > 0.98  # every dark lung pixel
+    # ellipses are not lung-shaped: where the atlas is confident (> 0.6) it adds lung
+    assert (found & lungs).sum() / (found | lungs).sum() > 0.75
+    assert not (found & ~body).any()
+
+
+def test_classical_fallback_of_a_blank_image_is_empty():
+    assert not LM.classical_lung_mask(np.full((32, 32), 7, np.uint8)).any()
 
 
 def test_pspnet_without_weights_says_how_to_fix(tmp_path):
@@ -84,15 +91,22 @@ def phantom(tmp_path_factory):
 
 def test_phantom_dataset_masks_are_exact_and_classical_is_approximate(phantom):
     from pneumoloc.images import read_grayscale
+    from pneumoloc.lung_atlas import lung_atlas
 
     exact = LM.lung_masks("dataset", phantom.images, 128)
     assert exact.missing == 0 and not exact.approximate
     for i, p in enumerate(phantom.images["mask_path"]):
         assert (exact.masks[i] == (read_grayscale(p) > 0)).all()  # same size: no resampling loss
-    approx = LM.lung_masks("classical", phantom.images, 128)
-    assert approx.approximate
+    # the prior must not have seen the shapes it is scored on: leave the phantom's masks out
+    atlas = lung_atlas(frozenset(phantom.images["lung_source"]))
+    approx = LM.lung_masks("classical", phantom.images, 128, atlas=atlas)
+    assert approx.approximate and approx.missing == 0
     iou = [(a & b).sum() / (a | b).sum() for a, b in zip(exact.masks, approx.masks)]
-    assert np.mean(iou) > 0.3  # a weak fallback, and the tables say so
+    before = [(a & LM.otsu_lung_mask(read_grayscale(p))).sum() / (a | LM.otsu_lung_mask(read_grayscale(p))).sum()
+              for a, p in zip(exact.masks, phantom.images["path"])]
+    # measured: 0.87 mean at 256 px over 60 images (bench/bench_lung_fallback.py); Otsu alone 0.62
+    assert np.mean(iou) > 0.8 and min(iou) > 0.6
+    assert np.mean(iou) > np.mean(before) + 0.1
 
 
 # --------------------------------------------------------------------------- PSPNet
