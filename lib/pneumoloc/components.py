@@ -1,9 +1,10 @@
 """Boxes of the 8-connected components of thresholded maps, one OpenCV labelling per stack.
 
 :func:`component_boxes` has exactly the contract and the results of
-:func:`pneumoloc.detection.cam_to_boxes` (same boxes, scores, order and tie-breaking), about
-2-3x faster on speckled maps (thresholded noise: ~200 components per 224 x 224 map), where the
-scipy path spends most of its time in ``ndimage.find_objects`` and full-stack passes. How:
+:func:`pneumoloc.detection.cam_to_boxes` (same boxes, scores, order and tie-breaking), measured
+here 1.7-3x faster on speckled maps (thresholded noise: ~200 components per 224 x 224 map), where
+the scipy path spends most of its time in ``ndimage.find_objects`` and full-stack passes, and
+1.1-1.3x on CAM-like maps (``bench/bench_localization.py``). How:
 
 * The ``[N, M, M]`` masks are stacked into one ``N (M + 1) x M`` image with an empty row after
   each map, so components never cross maps, and labelled once by
@@ -16,7 +17,7 @@ scipy path spends most of its time in ``ndimage.find_objects`` and full-stack pa
   numbers roots in increasing order. OpenCV does not document that order (its block-based
   default, Spaghetti, does not follow it), so ``tests/test_components.py`` checks it against
   ``scipy.ndimage.label``; a runtime check (a running maximum over every cell) would cost a
-  fifth of the labelling itself.
+  quarter to a half of the labelling itself.
 """
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def component_boxes(maps, thresholds, widths: Sequence[float] | None = None,
     arguments), per image in raster order of the components' first pixels."""
     from .localization import as_maps
 
-    m = as_maps(maps).astype(np.float32, copy=False)
+    m = as_maps(maps)
+    if m.dtype != np.float16:  # float16 (stored maps) compares and maxes exactly as float32
+        m = m.astype(np.float32, copy=False)  # others are rounded first, as cam_to_boxes does
     n, side = len(m), m.shape[-1]
     if n == 0:
         return []
@@ -83,10 +86,10 @@ def component_boxes(maps, thresholds, widths: Sequence[float] | None = None,
 
 def _peaks(m: np.ndarray, labels: np.ndarray, image: np.ndarray, stats: np.ndarray,
            kept: np.ndarray) -> np.ndarray:
-    """Maximum map value over each kept component's own cells (float64 of the float32 max)."""
+    """Maximum map value over each kept component's own cells, as float64."""
     boxed = int((stats[kept, 2] * stats[kept, 3]).sum())
     if boxed > m.size or len(kept) > 8 * len(m):  # large or many: one pass over all cells
-        top = np.full(len(stats) + 1, -np.inf, np.float32)
+        top = np.full(len(stats) + 1, -np.inf, m.dtype)
         np.maximum.at(top, labels.ravel(), m.ravel())
         return top[kept + 1].astype(np.float64)
     out = np.empty(len(kept))
