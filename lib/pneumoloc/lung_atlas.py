@@ -177,7 +177,7 @@ def atlas_lung_mask(image: np.ndarray, atlas: np.ndarray | None = None, em_steps
         post = body * prior * like[0] / (prior * like[0] + (1 - prior) * like[1] + 1e-300)
     # pneumonia opacities are bright: where the atlas is confident the pixel stays lung
     # (LAR must count map energy on a lesion as inside the lungs)
-    labels, k = ndimage.label((post > 0.5) | (prior > _CONFIDENT))
+    labels, k = ndimage.label((post > 0.5) | ((prior > _CONFIDENT) & body))
     sizes = np.bincount(labels.ravel(), minlength=k + 1)
     sizes[0] = 0
     keep = np.argsort(sizes)[::-1][:2]

@@ -16,7 +16,7 @@ source           exact?    what it reads
                            :mod:`pneumoloc.lung_atlas`) placed by template matching and
                            fused with a two-class intensity model (MAP, EM); on the phantom
                            (60 images, 256 px, atlas without their masks) IoU 0.87 mean /
-                           0.71 worst, Dice 0.93, vs 0.62 / 0.10 and 0.73 for the former
+                           0.72 worst, Dice 0.93, vs 0.62 / 0.10 and 0.73 for the former
                            Otsu+morphology fallback (``otsu_lung_mask``); printed by
                            ``.venv/bin/python bench/bench_lung_fallback.py``; not checked
                            on real radiographs (the zip holds masks, not images): every
