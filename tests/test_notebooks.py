@@ -65,12 +65,28 @@ def test_notebook_03_stores_maps_once(tiny_run):
     test_ids = pd.read_csv(root / "run" / "data" / "images.csv", dtype={"image_id": str}).query("split == 'test'")["image_id"]
     assert set(maps.image_ids) >= set(test_ids)
     assert maps.maps.min() >= 0 and maps.maps.max() <= 1
+    val_ids = pd.read_csv(root / "run" / "data" / "images.csv", dtype={"image_id": str}).query("split == 'val'")["image_id"]
+    assert set(val_ids) <= set(maps.image_ids), "val maps stored for notebook 04's threshold tuning"
+    layer3 = load_maps(run, "resnet18", "gradcam@layer3")
+    assert layer3.meta["target_layer"] == "backbone.layer3" and layer3.meta["feature_size"] == "4x4"
+    assert maps.meta["feature_size"] == "2x2"  # layer4 of a 64-px input
+
+
+def test_notebook_03_shows_the_browser_headless(tiny_run):
+    root, _ = tiny_run
+    nb = json.loads((root / "run" / "03_gradcam_gallery.ipynb").read_text())
+    shown = [o for c in nb["cells"] if c["cell_type"] == "code" and "MapBrowser(" in "".join(c["source"])
+             for o in c.get("outputs", [])]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in shown)
 
 
 def test_notebooks_04_and_05_write_tables(tiny_run):
     root, _ = tiny_run
     metrics = pd.read_csv(root / "run" / "localization" / "metrics.csv")
-    assert {"lar", "hit"} <= set(metrics["metric"])
+    assert {"lar", "hit", "iou@tuned"} <= set(metrics["metric"]), "thresholds tuned on the val maps"
     assert metrics["value"].notna().all()
+    depth = metrics[(metrics["model"] == "resnet18") & metrics["method"].str.startswith("gradcam@")]
+    assert {"gradcam@layer3", "gradcam@layer3+4"} <= set(depth["method"])
+    assert set(depth["feature_size"]) == {"4x4", "4x4+2x2"}
     summary = pd.read_csv(root / "run" / "ensembles" / "summary.csv")
     assert {"resnet18", "mobilenet_v3"} <= set(summary["system"])
