@@ -2,8 +2,8 @@
 
 Prints maps/s of (1) every per-image metric of notebook 04 together (LAR, pointing game,
 energy, lung-normalized energy, AUPRC, Otsu and fraction thresholds with IoU/Dice, RSNA boxes),
-through ``localization_report.score_maps`` as wired (boxes by ``detection.cam_to_boxes``) and
-with the boxes by ``components.component_boxes`` instead, side by side with their ratio and a
+through ``localization_report.score_maps`` as wired (boxes by ``components.component_boxes``)
+and with the scipy reference ``detection.cam_to_boxes`` instead, side by side with their ratio and a
 check that every score is identical; and (2) the per-image AUPRC: the exact float16-level
 histogram path, the exact sort path and a per-image scikit-learn loop on the same maps, with
 their ratios. Times are CPU seconds of this process (``time.process_time``, the best of
@@ -52,15 +52,15 @@ def ground_truth(rng, n: int, size: int):
 @contextlib.contextmanager
 def boxes_by(fn):
     """Score with ``fn`` as the report's box extractor for the duration (the report imports
-    ``cam_to_boxes`` by name, so this swaps that name and restores it)."""
+    ``component_boxes`` by name, so this swaps that name and restores it)."""
     from pneumoloc import localization_report
 
-    saved = localization_report.cam_to_boxes
-    localization_report.cam_to_boxes = fn
+    saved = localization_report.component_boxes
+    localization_report.component_boxes = fn
     try:
         yield
     finally:
-        localization_report.cam_to_boxes = saved
+        localization_report.component_boxes = saved
 
 
 def all_metrics(maps, gt, probs, box_fn) -> tuple[dict, float]:

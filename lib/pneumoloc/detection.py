@@ -3,7 +3,9 @@
 ``cam_to_boxes`` turns each thresholded map (``map > t``) into boxes: one per 8-connected
 component, its bounding rectangle rescaled from the M x M frame to original pixels
 (``x * width / M``), scored by the component's peak map value times the classifier probability
-(when given), so confident images rank their boxes first.
+(when given), so confident images rank their boxes first. It is the scipy reference:
+the report uses :func:`pneumoloc.components.component_boxes`, identical results from one
+OpenCV labelling per stack, 1.3x faster on speckled maps (``bench/bench_localization.py``).
 
 ``rsna_map`` is the challenge metric (Kaggle RSNA Pneumonia Detection 2018, evaluation page):
 for each image and each IoU threshold t in 0.40, 0.45, ..., 0.75, predictions are taken in

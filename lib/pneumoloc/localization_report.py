@@ -24,7 +24,8 @@ import pandas as pd
 from . import localization as L
 from .baselines import BASELINES, box_prior_map, shuffled_box_masks
 from .bootstrap import bootstrap_ci, paired_bootstrap
-from .detection import cam_to_boxes, image_precision
+from .components import component_boxes
+from .detection import image_precision
 from .lungmasks import LungMasks, lung_masks
 from .thresholds import (binarize, fraction_thresholds, gated_iou, thresholds_for, tune_fraction,
                          tune_gate)
@@ -95,7 +96,7 @@ def score_maps(maps: np.ndarray, gt: GroundTruth, probs: np.ndarray, rules: dict
         called = np.flatnonzero(p >= rsna_gate)  # boxes only where the classifier calls pneumonia
         for rule, t in rules.items():
             preds = [np.zeros((0, 5))] * len(maps)
-            for i, bx in zip(called, cam_to_boxes(maps[called], np.asarray(t)[called], w[called],
+            for i, bx in zip(called, component_boxes(maps[called], np.asarray(t)[called], w[called],
                                                   h[called], p[called], max_boxes=max_boxes)):
                 preds[i] = bx
             per = [image_precision(g, pr) for g, pr in zip(gt.boxes, preds)]
