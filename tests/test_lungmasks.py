@@ -186,3 +186,30 @@ def test_pspnet_weights_file_must_keep_its_published_name(tmp_path):
     (tmp_path / "lungs.pth").write_bytes(b"x")
     with pytest.raises(ValueError, match=LM.PSPNET_WEIGHTS_NAME):
         LM.lung_masks("pspnet", pd.DataFrame({"image_id": ["a"]}), 8, weights=tmp_path / "lungs.pth")
+
+
+def test_pspnet_mask_is_the_union_of_both_lung_channels(tmp_path, monkeypatch):
+    """Random weights give nearly constant channels, so the channel choice is checked with a
+    stand-in network whose Left Lung / Right Lung / other channels are known half-planes."""
+    import torch
+
+    class Known(torch.nn.Module):
+        targets = ["Heart", "Left Lung", "Right Lung", "Spine"]
+
+        def forward(self, x):
+            out = torch.full((len(x), 4, 512, 512), -10.0)
+            out[:, 1, :, 256:] = 10.0  # Left Lung: image right half (patient's left)
+            out[:, 2, :, :128] = 10.0  # Right Lung: leftmost quarter
+            out[:, 0, :256] = 10.0  # Heart: top half, must not count
+            return out
+
+    weights = tmp_path / LM.PSPNET_WEIGHTS_NAME
+    weights.write_bytes(b"stand-in")
+    monkeypatch.setattr(LM, "_load_pspnet", lambda path, stamp: Known())
+    got = LM.lung_masks("pspnet", pd.DataFrame({"image_id": ["a"]}), 8, weights=weights,
+                        pixels=np.zeros((1, 32, 32), np.uint8))
+    expected = np.zeros((8, 8), bool)
+    expected[:, 4:] = True
+    expected[:, :2] = True
+    np.testing.assert_array_equal(got.masks[0], expected)
+    assert got.source == "pspnet" and not got.approximate
