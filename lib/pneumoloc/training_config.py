@@ -50,7 +50,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_train_images: int = 0  # 0 = all training images; else a seeded subset
     augment: bool = True  # the light policy of pneumoloc.transforms
-    amp: bool = True  # float16 autocast + channels_last, applied on CUDA only
+    amp: bool = True  # float16 autocast, applied on CUDA only
+    channels_last: bool = True  # weights and batches in channels_last: 1.2-1.5x faster CNN steps on CPU (oneDNN) and CUDA
     eval_batch_size: int = 64
 
     @classmethod
