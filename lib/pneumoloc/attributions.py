@@ -27,7 +27,8 @@ import warnings
 import torch
 from torch import nn
 
-from .cams import Explainable, fast_cams, FAST_CAMS, normalize_maps, register_method, resolve_targets, upsample_maps
+from .cams import FAST_CAMS, fast_cams, normalize_maps, register_method, resolve_targets, upsample_maps
+from .explainable import Explainable
 from .transforms import normalize
 
 __all__ = ["PARAMETERS", "Scored", "input_attributions"]

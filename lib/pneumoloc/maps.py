@@ -198,7 +198,8 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
     from tqdm.auto import tqdm
 
     from .cache import cached_images
-    from .cams import explain, feature_sizes, get_method, prepare_model, resolve_targets
+    from .cams import explain, get_method, resolve_targets
+    from .explainable import feature_sizes, prepare_model
     from .checkpoints import load_model
     from .dataset import load_tables
     from .devices import pick_device

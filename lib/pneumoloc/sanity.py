@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .cams import Explainable, explain, prepare_model
+from .cams import explain
+from .explainable import Explainable, prepare_model
 
 __all__ = ["CascadeGroup", "cascade_groups", "reinitialize", "map_similarity", "cascading_randomization",
            "sanity_table", "sanity_summary", "plot_sanity"]
