@@ -138,7 +138,7 @@ def test_tables_failures_auc_and_figures(report, tmp_path):
 
     matplotlib.use("Agg")
     from pneumoloc import localization_plots as P
-    from pneumoloc.localization_report import classifier_auc, failure_inputs, format_table, worst_localized
+    from pneumoloc.localization_tables import classifier_auc, failure_inputs, format_table, worst_localized
 
     run, images, _, rep = report
     wide = format_table(rep.metrics, ["hit", "energy", "lar"])

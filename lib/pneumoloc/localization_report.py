@@ -23,16 +23,16 @@ import pandas as pd
 
 from . import localization as L
 from .baselines import BASELINES, box_prior_map, shuffled_box_masks
-from .bootstrap import bootstrap_ci, paired_bootstrap
+from .bootstrap import bootstrap_ci
 from .components import component_boxes
 from .detection import image_precision
+from .localization_tables import paired_comparisons
 from .lungmasks import LungMasks, lung_masks
 from .thresholds import (binarize, fraction_thresholds, gated_iou, thresholds_for, tune_fraction,
                          tune_gate)
 
 __all__ = ["GroundTruth", "ground_truth", "score_maps", "summarize", "pointwise_stat",
-           "score_run", "paired_comparisons", "LocalizationReport", "format_table", "worst_localized",
-           "classifier_auc", "failure_inputs"]
+           "score_run", "LocalizationReport"]
 
 
 @dataclass(frozen=True)
@@ -279,98 +279,3 @@ def _chance_rows(tables, gts: dict, rules, rsna_gate, n_boot, seed) -> list[dict
             rows += _rows("chance", name, "maps", info, score_maps(maps, gt, ones, thr, rsna_gate),
                           gt, np.full(len(maps), np.nan), n_boot, seed)[0]
     return rows
-
-
-def paired_comparisons(per_image: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Mean difference a - b with a paired patient-bootstrap CI on the images valid for both:
-    every backbone pair for the same method, and every method pair for the same backbone."""
-    if per_image.empty:
-        return pd.DataFrame()
-    df = per_image[per_image["variant"] == "maps"]
-    systems = df[["model", "method"]].drop_duplicates().values.tolist()
-    pairs = [(a, b) for i, a in enumerate(systems) for b in systems[i + 1:]
-             if (a[0] == b[0]) != (a[1] == b[1])]
-    rows = []
-    for metric, dm in df.groupby("metric"):
-        by = {k: g.set_index("image_id") for k, g in dm.groupby(["model", "method"])}
-        for a, b in pairs:
-            if tuple(a) not in by or tuple(b) not in by:
-                continue
-            ga, gb = by[tuple(a)], by[tuple(b)]
-            common = ga.index.intersection(gb.index)
-            if len(common) < 2:
-                continue
-            est = paired_bootstrap(np.mean, [ga.loc[common, "value"].to_numpy()], [gb.loc[common, "value"].to_numpy()],
-                                   groups=ga.loc[common, "patient_id"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
-            rows.append({"metric": metric, "comparison": "backbone" if a[1] == b[1] else "method",
-                         "model_a": a[0], "method_a": a[1], "model_b": b[0], "method_b": b[1], "n": len(common),
-                         "diff": est.value, "low": est.low, "high": est.high})
-    return pd.DataFrame(rows)
-
-
-def format_table(metrics: pd.DataFrame, names: Sequence[str], variant: str = "maps") -> pd.DataFrame:
-    """Wide table: one row per model x method (with target layer, its native feature size and
-    the stored map size beside every number), one column per metric holding ``value [low, high]``."""
-    df = metrics[(metrics["variant"] == variant) & metrics["metric"].isin(names)].copy()
-    df["cell"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df["value"], df["low"], df["high"])]
-    keys = ["model", "method", "target_layer", "feature_size", "map_size"]
-    df["feature_size"] = df.get("feature_size", pd.Series("", index=df.index)).fillna("")
-    wide = df.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first")
-    return wide[[n for n in names if n in wide.columns]].reset_index()
-
-
-def worst_localized(per_image: pd.DataFrame, metric: str = "energy", n: int = 8,
-                    prob_threshold: float = 0.5) -> pd.DataFrame:
-    """The true positives (label 1, prob >= threshold) with the lowest ``metric`` per model x
-    method: the WILDCAT study's failure review (where does the attention go instead?)."""
-    df = per_image[(per_image["variant"] == "maps") & (per_image["metric"] == metric)
-                   & (per_image["label"] == 1) & (per_image["prob"] >= prob_threshold)]
-    return (df.sort_values("value").groupby(["model", "method"], sort=False).head(n)
-            .sort_values(["model", "method", "value"]).reset_index(drop=True))
-
-
-def classifier_auc(run, model: str, split: str = "test") -> float:
-    """Test ROC-AUC of ``model``: from ``metrics.json`` (``operating_points.*.roc_auc``, the
-    training notebook's format), else computed from ``predictions.csv``; NaN when neither exists."""
-    from .evaluation import roc_auc
-    from .storage import load_json
-
-    path = run.model_dir(model) / "metrics.json"
-    if path.exists():
-        ops = load_json(path).get("operating_points", {})
-        for point in ops.values():
-            if "roc_auc" in point:
-                return float(point["roc_auc"])
-    pred_path = run.model_dir(model) / "predictions.csv"
-    if not pred_path.exists():
-        return float("nan")
-    pred = pd.read_csv(pred_path)
-    pred = pred[pred["split"] == split]
-    return roc_auc(pred["label"], pred["prob"]) if pred["label"].nunique() == 2 else float("nan")
-
-
-def failure_inputs(run, rows: pd.DataFrame, image_size: int = 256, lung_source: str = "auto",
-                   **lung_options) -> tuple[list, list, list, list]:
-    """Images (squashed to ``image_size``), maps, box masks and lung masks of ``rows`` (from
-    :func:`worst_localized`), as row-aligned lists for :func:`localization_plots.failure_gallery`."""
-    from .cache import resize_square
-    from .dataset import load_tables
-    from .images import read_grayscale
-    from .maps import load_maps
-
-    tables = load_tables(run)
-    paths = tables.images.set_index("image_id")["path"]
-    per_system = {}
-    for (model, method), g in rows.groupby(["model", "method"], sort=False):
-        ms = load_maps(run, model, method)
-        ids = g["image_id"].astype(str).tolist()
-        per_system[model, method] = (ms, ids, ground_truth(tables, ids, ms.map_size, lung_source, **lung_options))
-    images, maps, boxes, lungs = [], [], [], []
-    for r in rows.itertuples():  # in the order of ``rows``
-        ms, ids, gt = per_system[r.model, r.method]
-        k = ids.index(str(r.image_id))
-        images.append(resize_square(read_grayscale(paths[str(r.image_id)]), image_size))
-        maps.append(ms.maps[ms.row(str(r.image_id))])
-        boxes.append(gt.box_masks[k])
-        lungs.append(gt.lungs.masks[k])
-    return images, maps, boxes, lungs
