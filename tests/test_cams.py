@@ -231,3 +231,32 @@ def test_feature_sizes_are_the_native_cam_resolution():
     assert cams.feature_sizes(ex, 128) == [(8, 8), (4, 4)]
     vit = _explainable("vit_b_16")
     assert cams.feature_sizes(vit, SIZE) == [(SIZE // 16, SIZE // 16)]
+
+
+@pytest.mark.parametrize("backbone,method", [("densenet121", "eigencam"), ("vit_b_16", "eigencam"),
+                                             ("mobilenet_v3", "scorecam"), ("mobilenet_v3", "ablationcam"),
+                                             # ViT-Tiny: the same token reshape as ViT-B/16, 192 channels not 768
+                                             ("vit_tiny_patch16_224", "scorecam"),
+                                             ("vit_tiny_patch16_224", "ablationcam")])
+def test_library_only_methods_on_real_backbones(backbone, method):
+    """In-place activations (DenseNet, MobileNet) and the ViT token reshape (with
+    AblationLayerVit) through the registry, against the package called directly on an
+    independent plain copy."""
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    ex = _explainable(backbone)
+    x = _x(2)
+    got = cams.explain(ex, x, method)
+    plain = cams.prepare_model(_model(backbone), channels_last=False)
+    kwargs = {}
+    if method == "ablationcam":
+        kwargs["ablation_layer"] = AblationLayerVit() if plain.reshape_transform else AblationLayer()
+    with plain.trainable() as model, getattr(pgc, cams.LIBRARY_CAMS[method])(
+            model=model, target_layers=plain.layers, reshape_transform=plain.reshape_transform, **kwargs) as cam:
+        cam.batch_size = 32
+        ref = torch.from_numpy(cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(1)] * 2))
+    assert got.shape == (2, 1, SIZE, SIZE)
+    assert (got[:, 0].amax(dim=(1, 2)) > 0.99).all(), "a real map per image"
+    assert (got[:, 0] - cams.normalize_maps(ref)).abs().max() <= 1e-4
