@@ -1,6 +1,7 @@
 """The phantom dataset: determinism, exact ground truth, patients, class balance, reader."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pneumoloc.anatomy import sample_anatomy
-from pneumoloc.phantom import (PhantomConfig, choose_lung_masks, draw_patient_base, generate_phantom,
-                               plan_patients, render_image, unpack_mask)
+from pneumoloc.phantom import (GENERATOR_VERSION, PhantomConfig, choose_lung_masks, draw_patient_base,
+                               generate_phantom, patient_images, plan_patients, render_image, unpack_mask)
 from pneumoloc.readers import read_dataset
 
 SMALL = dict(n_images=12, size=64, workers=1)
@@ -217,3 +218,39 @@ def test_process_pool_gives_the_same_files_as_one_process(tmp_path):
     one = generate_phantom(tmp_path / "one", workers=1, **cfg)
     two = generate_phantom(tmp_path / "two", workers=2, **cfg)
     assert _files(one) == _files(two)
+
+
+# Golden digests, measured from the code at commit b2562e3 (before phantom/anatomy were split
+# into modules): a refactor must not change one pixel, box or table cell. They depend on the
+# numpy/scipy/Pillow builds too; when the drawing changes on purpose, bump GENERATOR_VERSION
+# and re-record both digests.
+GOLDEN = {"generator_version": 2,
+          "files_128": "ca39cf4cb57cf941aebc7c897e083b9913fed608119491ea9a0f94caa7382447",
+          "images_64": "55791b95191b7a611d9fae1cccb10616386500fa5cc72dbe6e2b05210735ba51"}
+
+
+def test_phantom_files_are_bit_identical_to_the_recorded_digest(tmp_path):
+    """Decoded images and masks plus both tables at 128 px (anatomy drawn at half size)."""
+    root = generate_phantom(tmp_path / "g", n_images=6, size=128, workers=1)
+    h = hashlib.sha256()
+    for p in sorted((root / "images").glob("*.png")) + sorted((root / "masks").glob("*.png")):
+        a = _png(p)
+        h.update(p.name.encode()), h.update(str(a.shape).encode()), h.update(a.tobytes())
+    for table in ("images.csv", "boxes.csv"):
+        h.update((root / table).read_bytes())
+    assert len(pd.read_csv(root / "boxes.csv")) > 0  # the digest covers lesions too
+    assert (GENERATOR_VERSION, h.hexdigest()) == (GOLDEN["generator_version"], GOLDEN["files_128"])
+
+
+def test_drawn_arrays_are_bit_identical_to_the_recorded_digest():
+    """Image, exact lungs, float opacity and boxes of every image, in memory, at 64 px."""
+    cfg = PhantomConfig(n_images=8, size=64, seed=3)
+    plan = plan_patients(cfg)
+    names, known = choose_lung_masks(plan)
+    h = hashlib.sha256()
+    for patient, name in zip(plan, names):
+        for im in patient_images(cfg, patient, name, known[name]):
+            for a in (im.image, im.lungs, im.opacity):
+                h.update(a.tobytes())
+            h.update(repr(im.boxes).encode())
+    assert h.hexdigest() == GOLDEN["images_64"]
