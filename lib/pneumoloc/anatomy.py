@@ -14,88 +14,27 @@ A patient's anatomy is sampled (:func:`sample_anatomy`) and drawn (:func:`render
 once; every image of that patient is a copy shifted and scaled a little
 (:func:`jitter_frame`), so images of one patient share lungs and ribs. Pneumonia adds
 consolidations at real RSNA box positions (:func:`draw_opacities`).
+
+This module draws the body around the lungs; the lung shapes come from
+:mod:`pneumoloc.lung_fields` and the lesions from :mod:`pneumoloc.phantom_lesions`
+(their public names are re-exported here, where callers have always found them).
 """
 from __future__ import annotations
 
-import importlib.util
-import io
-import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from .lung_fields import LUNG_ZIP, load_lung_mask, lung_mask_names, torchxrayvision_data
+from .phantom_lesions import RSNA_ZIP, draw_opacities, rsna_boxes
+
 __all__ = [
     "torchxrayvision_data", "lung_mask_names", "load_lung_mask", "Anatomy", "sample_anatomy",
     "place_lungs", "render_anatomy", "jitter_frame", "downsample", "smooth_noise", "rsna_boxes",
-    "draw_opacities",
+    "draw_opacities", "LUNG_ZIP", "RSNA_ZIP",
 ]
-
-LUNG_ZIP = "semantic_masks_v7labs_lungs.zip"
-_CROP_MAX = 384  # cached crops are stored at most this big (enough for 256-384 px phantoms)
-
-
-def torchxrayvision_data() -> Path:
-    """The ``data`` folder of the installed torchxrayvision, found without importing it (torch)."""
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "torchxrayvision is not installed; the phantom needs its shipped lung masks and RSNA "
-            "boxes: pip install torchxrayvision (it is in pyproject.toml)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
-
-
-@lru_cache(maxsize=1)
-def _lung_zip() -> zipfile.ZipFile:
-    """The v7labs zip, opened once per process (reading its directory costs ~20 ms)."""
-    return zipfile.ZipFile(torchxrayvision_data() / LUNG_ZIP)
-
-
-@lru_cache(maxsize=1)
-def lung_mask_names() -> tuple[str, ...]:
-    """Names of the mask files inside the v7labs zip, sorted (fixed order -> reproducible)."""
-    return tuple(sorted(n for n in _lung_zip().namelist() if not n.endswith("/")))
-
-
-def _is_degenerate(mask: np.ndarray) -> bool:
-    """Empty masks, single lungs, fragments and implausible shapes are not usable lung fields.
-
-    Judged on a ~256-px subsample so the verdict does not depend on the phantom size.
-    82 of the 517 v7labs masks are empty (their images were CT slices or unlabeled).
-    """
-    if mask.sum() < 200:
-        return True
-    lab, n = ndi.label(mask)
-    sizes = np.sort(np.bincount(lab.ravel())[1:])[::-1]
-    if n < 2 or sizes[1] < 0.15 * sizes[0]:  # need two lungs of comparable size
-        return True
-    ys, xs = np.nonzero(mask)
-    h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
-    return not (0.8 <= w / h <= 1.7 and 0.35 <= mask.sum() / (h * w))
-
-
-@lru_cache(maxsize=None)
-def load_lung_mask(name: str) -> np.ndarray | None:
-    """The lungs of one v7labs mask cropped to their bounding box (bool), or None if degenerate.
-
-    Masks (PNG, 0/255, up to 3000 px) are subsampled to at most ~``_CROP_MAX`` px; only
-    the two largest connected components (the lungs) are kept, specks are dropped.
-    Cached per process: a mask is decoded from the zip once.
-    """
-    from PIL import Image
-
-    full = np.asarray(Image.open(io.BytesIO(_lung_zip().read(name))).convert("L")) > 127
-    if _is_degenerate(full[::-(-max(full.shape) // 256), ::-(-max(full.shape) // 256)]):
-        return None
-    step = max(1, -(-max(full.shape) // _CROP_MAX))
-    mask = full[::step, ::step]
-    lab, _ = ndi.label(mask)
-    keep = np.argsort(np.bincount(lab.ravel())[1:])[::-1][:2] + 1
-    mask = np.isin(lab, keep)
-    ys, xs = np.nonzero(mask)
-    return np.ascontiguousarray(mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
 
 
 @dataclass(frozen=True)
@@ -286,90 +225,3 @@ def downsample(mask: np.ndarray, factor: int) -> np.ndarray:
     n = mask.shape[0] // factor * factor
     m = mask[:n, :n].astype(np.float32)
     return m.reshape(n // factor, factor, n // factor, factor).mean(axis=(1, 3))
-
-
-# -- pneumonia: consolidations at real RSNA box positions ------------------------------
-RSNA_ZIP = "kaggle_stage_2_train_labels.csv.zip"
-# The lung field in RSNA's 1024-px frame, taken as the 5th/95th percentiles of the box
-# extents in the table (x 122..912, y 136..899): boxes are mapped relative to it.
-_RSNA_LUNGS = (120.0, 130.0, 910.0, 900.0)
-
-
-@lru_cache(maxsize=1)
-def rsna_boxes() -> tuple[np.ndarray, np.ndarray]:
-    """The real RSNA stage-2 boxes (x, y, w, h in 1024 px) and offsets grouping them by patient."""
-    import pandas as pd
-
-    df = pd.read_csv(torchxrayvision_data() / RSNA_ZIP).dropna(subset=["x"])
-    df = df.sort_values(["patientId", "x", "y"], kind="stable")
-    _, starts = np.unique(df["patientId"].to_numpy(), return_index=True)
-    return df[["x", "y", "width", "height"]].to_numpy(float), np.append(starts, len(df))
-
-
-def _opacity(rng: np.random.Generator, weight: np.ndarray, centre: tuple[float, float],
-             radii: tuple[float, float]) -> tuple[np.ndarray, int]:
-    """One consolidation's opacity (0..1) on the frame, already cut to the lungs.
-
-    A soft-edged ellipse whose border is perturbed by smooth noise, with patchy texture
-    (air bronchograms, partial filling), multiplied by ``weight`` (0 outside the lungs,
-    fading at their border like the drawn lung darkness, so no bright rim appears).
-    Returns it and its support size before the cut.
-    """
-    size = weight.shape[0]
-    (cx, cy), (rx, ry) = centre, (max(radii[0], 1.5), max(radii[1], 1.5))
-    x0, x1 = int(max(cx - 1.4 * rx, 0)), int(min(cx + 1.4 * rx + 1, size))
-    y0, y1 = int(max(cy - 1.4 * ry, 0)), int(min(cy + 1.4 * ry + 1, size))
-    shape = (max(y1 - y0, 1), max(x1 - x0, 1))
-    yy, xx = np.mgrid[y0:y0 + shape[0], x0:x0 + shape[1]].astype(np.float32)
-    edge = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.25 * min(rx, ry))
-    patch = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.015 * size + 0.5)
-    edge /= edge.std() + 1e-6
-    patch /= patch.std() + 1e-6
-    r = np.hypot((xx - cx) / rx, (yy - cy) / ry) + 0.15 * edge
-    t = np.clip((1.0 - r) / 0.55, 0, 1)
-    alpha = t * t * (3 - 2 * t) * np.clip(0.8 + 0.25 * patch, 0.35, 1.0)
-    frame = np.zeros(weight.shape, dtype=np.float32)
-    frame[y0:y1, x0:x1] = alpha[:y1 - y0, :x1 - x0]
-    full = int((frame >= 0.05).sum())
-    frame *= weight
-    frame[frame < 0.05] = 0  # below this a lesion is invisible: keep the support exact
-    return frame, full
-
-
-def draw_opacities(rng: np.random.Generator, lungs: np.ndarray, max_opacities: int,
-                   conspicuity: float) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    """Add 1..``max_opacities`` consolidations inside ``lungs``; return the added intensity and boxes.
-
-    Boxes of one random RSNA patient give the number, positions and sizes (so bilateral
-    pairs stay pairs); each is mapped from RSNA's lung field to this image's lung
-    bounding box. An opacity whose in-lung part is under 35% of its extent (or tiny) is
-    redrawn from a random RSNA box; the 30th try is centred on a lung pixel. Each box is
-    the tight bounding box of the opacity's visible in-lung support.
-    """
-    table, starts = rsna_boxes()
-    g = int(rng.integers(len(starts) - 1))
-    group = table[starts[g]:starts[g + 1]][:max_opacities]
-    ys, xs = np.nonzero(lungs)
-    lx0, ly0, lw, lh = xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1
-    rx0, ry0, rx1, ry1 = _RSNA_LUNGS
-    min_px = max(6, int(0.002 * lungs.size))
-    weight = ndi.gaussian_filter(lungs.astype(np.float32), 0.006 * lungs.shape[0] + 0.3) * lungs
-    total = np.zeros(lungs.shape, dtype=np.float32)
-    boxes = []
-    for box in group:
-        for attempt in range(30):
-            x, y, w, h = box if attempt == 0 else table[int(rng.integers(len(table)))]
-            centre = (lx0 + (x + w / 2 - rx0) / (rx1 - rx0) * lw, ly0 + (y + h / 2 - ry0) / (ry1 - ry0) * lh)
-            if attempt == 29:
-                k = int(rng.integers(len(ys)))
-                centre = (float(xs[k]), float(ys[k]))
-            radii = (w / (rx1 - rx0) * lw / 2, h / (ry1 - ry0) * lh / 2)
-            alpha, full = _opacity(rng, weight, centre, radii)
-            inside = int((alpha > 0).sum())
-            if inside >= min_px and inside >= 0.35 * full or (attempt == 29 and inside):
-                break
-        amp = 0.35 * rng.uniform(0.8, 1.2)  # ~ soft tissue minus aerated lung: consolidation
-        total += conspicuity * amp * alpha
-        oy, ox = np.nonzero(alpha)
-        boxes.append((int(ox.min()), int(oy.min()), int(np.ptp(ox) + 1), int(np.ptp(oy) + 1)))
-    return total, boxes

@@ -16,234 +16,35 @@ for localization research:
 Because the lung masks and lesion boxes are exact, the phantom is the ground truth
 against which localization metrics are proven. Same config -> byte-identical images,
 masks and tables (``phantom.json`` also records provenance and timing).
+
+This module writes the dataset (PNGs, tables, ``phantom.json``; a process pool for
+large phantoms). The parameters live in :mod:`pneumoloc.phantom_config`, the in-memory
+drawing of patients and images in :mod:`pneumoloc.phantom_drawing`; their public names
+are re-exported here, where callers have always found them.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
 import io
-import json
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import storage
-from .anatomy import (Anatomy, downsample, draw_opacities, jitter_frame, load_lung_mask, lung_mask_names,
-                      place_lungs, render_anatomy, sample_anatomy, torchxrayvision_data)
+from .lung_fields import lung_mask_names, torchxrayvision_data
+from .phantom_config import GENERATOR_VERSION, PhantomConfig
+from .phantom_drawing import (PhantomImage, choose_lung_masks, draw_patient_base, patient_images, plan_patients,
+                              render_image, unpack_mask)
 
 __all__ = ["PhantomConfig", "PhantomImage", "generate_phantom", "plan_patients", "choose_lung_masks",
            "patient_images", "draw_patient_base", "render_image", "unpack_mask", "GENERATOR_VERSION"]
 
-GENERATOR_VERSION = 2  # bump when the drawing changes: an existing phantom is then regenerated
-_EXECUTION_ONLY = ("workers",)  # fields that do not change the output
 _MIN_PATIENTS_FOR_POOL = 24  # below this, starting worker processes costs more than it saves
-
-
-@dataclass(frozen=True)
-class PhantomConfig:
-    """Every parameter of the phantom, each with its default (CLI: ``--kebab-case`` flags)."""
-
-    n_images: int = 2000  # number of images in total
-    size: int = 256  # image width = height in pixels
-    pneumonia_fraction: float = 0.73  # share of patients (and so ~of images) with pneumonia, as in Kermany
-    images_per_patient: tuple[int, int] = (1, 4)  # min and max images per patient (uniform)
-    seed: int = 0  # random seed: same seed and parameters -> identical files
-    conspicuity: float = 1.0  # lesion contrast multiplier (1 = clearly visible, 0 = invisible)
-    max_opacities: int = 3  # most opacities on one pneumonia image (at least 1)
-    lung_width: tuple[float, float] = (0.64, 0.80)  # lung field width as a fraction of the image width
-    jitter: float = 0.02  # per-image shift and scale of a patient's anatomy (fraction of size)
-    noise: float = 0.02  # standard deviation of pixel noise (intensity scale 0-1)
-    exposure_gamma: tuple[float, float] = (0.8, 1.25)  # range of the per-image exposure gamma
-    exposure_shift: float = 0.05  # largest per-image brightness offset (intensity scale 0-1)
-    rib_contrast: float = 1.0  # contrast multiplier of ribs and clavicles (distractors for CAMs)
-    age_range: tuple[int, int] = (18, 85)  # patient age range in years (uniform)
-    workers: int = 2  # processes drawing images (does not change the output; 1 = no pool)
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):  # YAML / JSON give lists for tuples
-                value = tuple(value)
-            _check_type(f.name, value, f.default)
-            if isinstance(f.default, float):  # 1 and 1.0 must give the same fingerprint
-                value = float(value)
-            elif isinstance(f.default, tuple):
-                value = tuple(type(d)(v) for v, d in zip(value, f.default))
-            object.__setattr__(self, f.name, value)
-        lo, hi = self.images_per_patient
-        checks = {
-            "n_images": self.n_images >= 1, "size": self.size >= 32,
-            "pneumonia_fraction": 0.0 <= self.pneumonia_fraction <= 1.0,
-            "images_per_patient": 1 <= lo <= hi, "conspicuity": self.conspicuity >= 0,
-            "max_opacities": self.max_opacities >= 1,
-            "lung_width": 0.3 <= self.lung_width[0] <= self.lung_width[1] <= 0.9,
-            "jitter": 0 <= self.jitter <= 0.1, "noise": self.noise >= 0,
-            "exposure_gamma": 0 < self.exposure_gamma[0] <= self.exposure_gamma[1],
-            "exposure_shift": 0 <= self.exposure_shift <= 0.5, "rib_contrast": self.rib_contrast >= 0,
-            "age_range": 0 <= self.age_range[0] <= self.age_range[1], "workers": self.workers >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"PhantomConfig: invalid {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}"
-                             f"; see PhantomConfig.help() for the meaning and ranges")
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """Field name -> its trailing comment (the CLI's ``--help`` text)."""
-        src = inspect.getsource(cls)
-        return dict(re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]+#\s*(.+)$", src, flags=re.M))
-
-    @classmethod
-    def from_overrides(cls, config: "PhantomConfig | None" = None, **overrides: Any) -> "PhantomConfig":
-        """``config`` (or the defaults) with ``overrides``; unknown keys are a ValueError."""
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(overrides) - set(names))
-        if unknown:
-            raise ValueError(f"unknown phantom parameter(s) {unknown}; valid: {', '.join(names)}")
-        base = asdict(config) if config is not None else {}
-        return cls(**{**base, **overrides})
-
-    def fingerprint(self) -> str:
-        """SHA-256 of everything that changes the generated files."""
-        d = {k: v for k, v in asdict(self).items() if k not in _EXECUTION_ONLY}
-        d["generator_version"] = GENERATOR_VERSION
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
-
-
-def _check_type(name: str, value: Any, default: Any) -> None:
-    ok = (isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool))
-          if isinstance(default, float) else
-          isinstance(value, type(default)) and not (isinstance(value, bool) and type(default) is int))
-    if isinstance(default, tuple):
-        ok = ok and len(value) == len(default) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool)
-            and (isinstance(v, int) or isinstance(d, float)) for v, d in zip(value, default))
-    if not ok:
-        raise TypeError(f"PhantomConfig.{name} must be {type(default).__name__} like {default!r}, "
-                        f"got {value!r}")
-
-
-@dataclass
-class PhantomImage:
-    """One drawn image with its ground truth."""
-
-    image: np.ndarray  # uint8 [S, S], lungs dark
-    lungs: np.ndarray  # bool [S, S], exact lung mask
-    opacity: np.ndarray  # float32 [S, S], intensity the lesions added (0 outside lesions)
-    boxes: list[tuple[int, int, int, int]]  # x, y, w, h of each opacity's visible support
-
-
-def draw_patient_base(cfg: PhantomConfig, anat: Anatomy, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A patient's anatomy drawn once: (float image, exact lung mask); images are jittered copies.
-
-    The smooth anatomy is drawn at half size (4x fewer pixels) and upsampled by the
-    per-image warp; lesions, noise and the mask stay at full size.
-    """
-    lungs = place_lungs(anat, crop, cfg.size)
-    factor = 2 if cfg.size >= 128 and cfg.size % 2 == 0 else 1
-    return render_anatomy(anat, downsample(lungs, factor), cfg.rib_contrast), lungs
-
-
-def render_image(cfg: PhantomConfig, base: tuple[np.ndarray, np.ndarray], label: int,
-                 seq: np.random.SeedSequence) -> PhantomImage:
-    """Draw one image of a patient: per-image jitter of ``base``, lesions, exposure, noise.
-
-    The random stream does not depend on ``conspicuity``, so the same image drawn with
-    conspicuity 0 differs only where lesions are (the tests use this).
-    """
-    rng = np.random.default_rng(seq)
-    s, j = cfg.size, cfg.jitter
-    img, lungs = jitter_frame(*base, scale=1 + rng.uniform(-j, j), dx=rng.uniform(-j, j) * s,
-                              dy=rng.uniform(-j, j) * s)
-    if not lungs.any():  # cannot happen for jitter <= 0.1, but never draw lesions on nothing
-        raise RuntimeError("jitter moved the lungs out of the frame")
-    if label:
-        opacity, boxes = draw_opacities(rng, lungs, cfg.max_opacities, cfg.conspicuity)
-    else:
-        opacity, boxes = np.zeros_like(img), []
-    img = img + opacity
-    # Exposure: film/detector response as a gamma curve plus contrast and offset.
-    gamma = rng.uniform(*cfg.exposure_gamma)
-    contrast, shift = rng.uniform(0.9, 1.1), rng.uniform(-cfg.exposure_shift, cfg.exposure_shift)
-    img = np.clip(img, 0, 1) ** gamma * contrast + shift
-    # Quantum mottle: white noise whose level varies per image.
-    img += cfg.noise * rng.uniform(0.6, 1.4) * rng.standard_normal((s, s), dtype=np.float32)
-    image = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-    return PhantomImage(image=image, lungs=lungs, opacity=opacity, boxes=boxes)
-
-
-def plan_patients(cfg: PhantomConfig) -> list[dict[str, Any]]:
-    """Patients with their image count, label, demographics and random streams (serial, cheap)."""
-    plan_seq, patients_seq = np.random.SeedSequence(cfg.seed).spawn(2)
-    rng = np.random.default_rng(plan_seq)
-    lo, hi = cfg.images_per_patient
-    counts: list[int] = []
-    while sum(counts) < cfg.n_images:
-        counts.append(int(rng.integers(lo, hi + 1)))
-    counts[-1] -= sum(counts) - cfg.n_images
-    n = len(counts)
-    labels = np.zeros(n, dtype=int)
-    labels[rng.permutation(n)[:int(round(cfg.pneumonia_fraction * n))]] = 1
-    sexes = rng.choice(["F", "M"], size=n)
-    ages = rng.integers(cfg.age_range[0], cfg.age_range[1] + 1, size=n)
-    plan = []
-    for p, seq in enumerate(patients_seq.spawn(n)):
-        mask_seq, anat_seq, *image_seqs = seq.spawn(2 + counts[p])
-        plan.append({"patient_id": f"PH{p:05d}", "n": counts[p], "label": int(labels[p]),
-                     "sex": str(sexes[p]), "age": int(ages[p]), "mask_seq": mask_seq,
-                     "anat_seq": anat_seq, "image_seqs": image_seqs})
-    return plan
-
-
-def _load_packed(name: str) -> tuple[tuple[int, int], np.ndarray] | None:
-    crop = load_lung_mask(name)
-    return None if crop is None else (crop.shape, np.packbits(crop))
-
-
-def unpack_mask(packed: tuple[tuple[int, int], np.ndarray]) -> np.ndarray:
-    shape, bits = packed
-    return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
-
-
-def choose_lung_masks(patients: list[dict[str, Any]],
-                      map_fn: Callable = map) -> tuple[list[str], dict[str, Any]]:
-    """Give each patient a usable v7labs mask; decode every candidate mask once.
-
-    Each patient draws candidates from its own stream until one is not degenerate, so
-    the choice is the same however decoding is batched or parallelised (``map_fn``).
-
-    Returns:
-        The mask name per patient and ``{name: packed crop or None (degenerate)}``.
-    """
-    names = lung_mask_names()
-    rngs = [np.random.default_rng(p["mask_seq"]) for p in patients]
-    current = [names[int(r.integers(len(names)))] for r in rngs]
-    known: dict[str, Any] = {}
-    while True:
-        for i, rng in enumerate(rngs):
-            while current[i] in known and known[current[i]] is None:
-                if len(known) == len(names) and not any(v is not None for v in known.values()):
-                    raise RuntimeError(f"no usable lung mask in {torchxrayvision_data()}")
-                current[i] = names[int(rng.integers(len(names)))]
-        todo = sorted({c for c in current if c not in known})
-        if not todo:
-            return current, known
-        known.update(zip(todo, map_fn(_load_packed, todo)))
-
-
-def patient_images(cfg: PhantomConfig, patient: dict[str, Any], mask_name: str,
-                   packed: Any) -> list[PhantomImage]:
-    """Draw every image of one patient (the anatomy once, then per-image jitter and lesions)."""
-    anat = sample_anatomy(np.random.default_rng(patient["anat_seq"]), mask_name, cfg.lung_width)
-    base = draw_patient_base(cfg, anat, unpack_mask(packed))
-    return [render_image(cfg, base, patient["label"], seq) for seq in patient["image_seqs"]]
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
