@@ -50,7 +50,8 @@ def metric_bars(metrics: pd.DataFrame, names: Sequence[str]):
         ax.set_yticks(y, [system_label(r) for _, r in d.iterrows()] if ax is axes[0][0] else [""] * len(d))
         ax.set_title(name)
         ax.set_xlim(0, 1.02)
-    axes[0][-1].legend(loc="lower right", fontsize=7)
+    if axes[0][-1].get_legend_handles_labels()[0]:  # chance lines or shuffled-box marks drawn
+        axes[0][-1].legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     return fig
 
