@@ -172,3 +172,22 @@ def test_system_label_names_every_layer_and_the_native_resolution():
     assert system_label(row) == "resnet18 / gradcam@layer3+4 (layer3+layer4, 8x8+4x4 -> 64px)"
     assert system_label({"model": "chance", "method": "uniform", "target_layer": "", "feature_size": "",
                          "map_size": 64}) == "chance / uniform (64px)"
+
+
+def test_all_zero_validation_maps_skip_tuning_instead_of_failing(tmp_path):
+    """A model whose validation maps are all zero (dead CAM) gets no 'tuned' rule; the run goes on."""
+    from pneumoloc.localization_report import score_run
+    from pneumoloc.storage import load_arrays
+
+    run, images, _ = _synthetic_run(tmp_path)
+    path = run.maps / "bad" / "gradcam.npz"
+    arrays = load_arrays(path)
+    val = np.isin(arrays["image_ids"], images.loc[images["split"] == "val", "image_id"])
+    maps = arrays["maps"].copy()
+    maps[val] = 0
+    save_arrays(path, maps=maps, image_ids=arrays["image_ids"])
+    m = score_run(run, n_boot=20, progress=False, gating=True).metrics
+    bad = m[(m.model == "bad") & (m.method == "gradcam") & (m.variant == "maps")]
+    good = m[(m.model == "good") & (m.method == "gradcam") & (m.variant == "maps")]
+    assert "iou@tuned" not in set(bad.metric) and bad.tuned_fraction.isna().all()
+    assert "iou@tuned" in set(good.metric) and "hit" in set(bad.metric)

@@ -6,7 +6,8 @@ rule ``iou@<rule>``, ``dice@<rule>``, ``rsna@<rule>`` (challenge score of the ma
 -component boxes; boxes are only predicted on images whose probability reaches ``rsna_gate``, as a
 detector would, and an image with neither truth nor prediction is excluded). Over images:
 ``pointwise_map`` (WILDCAT pointwise detection AP). The rule ``tuned`` is a fraction of the
-maximum chosen on the validation images of the same maps (skipped when none was stored);
+maximum chosen on the validation images of the same maps (skipped when none was stored, or
+when every validation image with a box has an all-zero map);
 ``iou_gated@<rule>`` (optional) applies CheXlocalize's probability gating over all images.
 
 Each metric's mean gets a 95% percentile CI resampling patients (:mod:`pneumoloc.bootstrap`).
@@ -214,7 +215,8 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
         if tune and val.any():
             vgt = L.box_masks(L.boxes_by_image(tables.boxes, ids[val]),
                               *_sizes(tables, ids[val]), size)
-            if vgt.reshape(len(vgt), -1).any(1).any():
+            usable = vgt.reshape(len(vgt), -1).any(1) & (ms.maps[val].reshape(len(vgt), -1).max(1) > 0)
+            if usable.any():  # else no "tuned" rule for this model x method (tuned_fraction NaN)
                 tuned = tune_fraction(ms.maps[val], vgt)
                 thr["tuned"] = fraction_thresholds(maps, tuned)
         info = {"target_layer": ms.meta.get("target_layer", ""), "feature_size": ms.meta.get("feature_size", ""),
