@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from pneumoloc.images import read_grayscale
+from pneumoloc.localization import box_masks, boxes_by_image
 from pneumoloc.lung_atlas import lung_atlas
 from pneumoloc.lungmasks import classical_lung_mask, otsu_lung_mask
 from pneumoloc.phantom import generate_phantom
@@ -33,13 +34,6 @@ def overlap(pred: np.ndarray, truth: np.ndarray, lesion: np.ndarray) -> tuple[fl
     return inter / max(float((pred | truth).sum()), 1.0), 2 * inter / max(float(pred.sum() + truth.sum()), 1.0), kept
 
 
-def box_mask(boxes, image_id: str, shape: tuple[int, int]) -> np.ndarray:
-    out = np.zeros(shape, bool)
-    for x, y, w, h in boxes.loc[boxes["image_id"] == image_id, ["x", "y", "w", "h"]].to_numpy(int):
-        out[y:y + h, x:x + w] = True
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-images", type=int, default=60, help="phantom images to score")
@@ -51,7 +45,9 @@ def main() -> None:
         ds = read_dataset("phantom", str(root))
         images = ds.images
         pairs = [(read_grayscale(p), read_grayscale(m) > 0) for p, m in zip(images["path"], images["mask_path"])]
-        lesions = [box_mask(ds.boxes, i, truth.shape) for i, (_, truth) in zip(images["image_id"], pairs)]
+        side = pairs[0][1].shape[0]  # phantom images are square: the map frame is the image
+        lesions = list(box_masks(boxes_by_image(ds.boxes, images["image_id"]), images["width"],
+                                 images["height"], side))
     held_out = frozenset(images["lung_source"])
     t = time.perf_counter()
     atlas = lung_atlas(held_out)

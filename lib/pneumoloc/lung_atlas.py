@@ -5,7 +5,7 @@ The atlas is the pixel-wise mean of the v7labs lung masks shipped in torchxrayvi
 cropped to the bounding box of its two lungs and resized to ``ATLAS_SIZE`` squared: the
 probability that a point at a given position relative to the lungs' bounding box is lung
 (a probabilistic atlas as in Candemir et al., IEEE TMI 2014, without their non-rigid
-registration). Masks that are empty or do not show two lungs of comparable size are skipped.
+registration). Masks are read and filtered by :mod:`pneumoloc.lung_fields`, as for the phantom.
 
 :func:`fit_atlas` places the atlas on an image by searching the bounding box (centre, top,
 width, height) that best explains the image's dark pixels as lungs (template matching by
@@ -13,8 +13,6 @@ coordinate search); :mod:`pneumoloc.lungmasks` fuses the placed atlas with the i
 """
 from __future__ import annotations
 
-import io
-import zipfile
 from functools import lru_cache
 
 import numpy as np
@@ -24,25 +22,13 @@ __all__ = ["ATLAS_SIZE", "lung_atlas", "place_atlas", "fit_atlas", "body_mask", 
 ATLAS_SIZE = 64  # atlas side in pixels (the mean shape is smooth: more adds nothing)
 _FIT_SIZE = 64  # the box search runs on the image squashed to this side (cheap, smooth score)
 _CONFIDENT = 0.6  # atlas prior above which a pixel is lung whatever its intensity
-_DECODE_MAX = 256  # masks are subsampled to about this side before cropping (decoding dominates)
 
 
-def _atlas_member(png: bytes) -> np.ndarray | None:
-    """One mask cropped to its two lungs and resized to the atlas grid (float in [0, 1]), or None."""
+def _atlas_member(crop: np.ndarray) -> np.ndarray:
+    """One usable lung crop (:func:`pneumoloc.lung_fields.load_lung_mask`) on the atlas grid."""
     from PIL import Image
-    from scipy import ndimage
 
-    full = np.asarray(Image.open(io.BytesIO(png)).convert("L")) > 127
-    step = max(1, -(-max(full.shape) // _DECODE_MAX))
-    mask = full[::step, ::step]
-    labels, n = ndimage.label(mask)
-    sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1]
-    if n < 2 or sizes[0] < 100 or sizes[1] < 0.15 * sizes[0]:  # two lungs of comparable size
-        return None
-    keep = np.isin(labels, np.argsort(np.bincount(labels.ravel())[1:])[::-1][:2] + 1)
-    ys, xs = np.nonzero(keep)
-    crop = keep[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.uint8) * 255
-    small = Image.fromarray(crop).resize((ATLAS_SIZE, ATLAS_SIZE), Image.Resampling.BOX)
+    small = Image.fromarray(crop.astype(np.uint8) * 255).resize((ATLAS_SIZE, ATLAS_SIZE), Image.Resampling.BOX)
     return np.asarray(small, np.float32) / 255
 
 
@@ -56,15 +42,11 @@ def lung_atlas(exclude: frozenset[str] = frozenset()) -> np.ndarray:
 
     Computed once per process and ``exclude`` (~5 s: decoding 517 PNGs dominates).
     """
-    from .anatomy import LUNG_ZIP, torchxrayvision_data
+    from .lung_fields import LUNG_ZIP, load_lung_mask, lung_mask_names, torchxrayvision_data
 
-    members = []
-    with zipfile.ZipFile(torchxrayvision_data() / LUNG_ZIP) as z:
-        for name in sorted(z.namelist()):
-            if name.endswith("/") or name.rsplit("/", 1)[-1] in exclude:
-                continue
-            if (m := _atlas_member(z.read(name))) is not None:
-                members.append(m)
+    # the phantom's own reader and filter (two lungs, plausible shape), so both use the same masks
+    crops = [load_lung_mask(n) for n in lung_mask_names() if n.rsplit("/", 1)[-1] not in exclude]
+    members = [_atlas_member(c) for c in crops if c is not None]
     if not members:
         raise RuntimeError(f"no usable lung mask in {torchxrayvision_data() / LUNG_ZIP}")
     atlas = np.mean(members, axis=0, dtype=np.float32)
