@@ -15,10 +15,16 @@ from pneumoloc.splits import patient_split, validate_split
     ("person1_bacteria_1", ("person1", "bacteria")),
     ("person1_virus_6", ("person1", "virus")),
     ("person1946_bacteria_4874", ("person1946", "bacteria")),
+    ("person1000_virus_1681", ("person1000", "virus")),
     ("IM-0115-0001", ("IM-0115", "none")),
+    ("IM-0011-0001", ("IM-0011", "none")),
+    ("IM-0011-0001-0001", ("IM-0011", "none")),
+    ("NORMAL2-IM-0006-0001", ("NORMAL2-IM-0006", "none")),
     ("NORMAL2-IM-0381-0001", ("NORMAL2-IM-0381", "none")),
     ("scan_0001", None),
     ("person1_fungus_2", None),
+    ("IM-0011", None),
+    ("IM-0011-0001-0001-0001", None),
 ])
 def test_patient_rule(stem, expected):
     assert patient_from_name(stem) == expected
@@ -35,8 +41,19 @@ def test_kaggle_copy_not_double_counted(tmp_path, kaggle):
     assert by_id.loc["train/PNEUMONIA/person1_virus_6", "subtype"] == "virus"
     assert by_id.loc["train/NORMAL/IM-0115-0001", "subtype"] == "none"
     assert (t.images["label"] == (t.images["source_class"] == "PNEUMONIA")).all()
-    assert t.images.groupby("source_split").size().to_dict() == {"test": 6, "train": 9, "val": 2}
+    assert t.images.groupby("source_split").size().to_dict() == {"test": 10, "train": 10, "val": 3}
     assert (t.images[["width", "height"]] == 32).all().all()
+
+
+def test_default_options_read_every_published_name_pattern(tmp_path):
+    """Three number groups (test/NORMAL/IM-0011-0001-0001) belong to the two-group patient."""
+    t = read_dataset("kermany", str(make_kermany(tmp_path, kaggle=False)), progress=False)
+    got = dict(zip(t.images["image_id"], t.images["patient_id"]))
+    for stem in ("IM-0011-0001", "IM-0011-0001-0001", "IM-0011-0001-0002"):
+        assert got[f"test/NORMAL/{stem}"] == "IM-0011"
+    assert got["test/NORMAL/NORMAL2-IM-0006-0001"] == "NORMAL2-IM-0006"
+    assert got["train/PNEUMONIA/person1000_virus_1681"] == "person1000"
+    assert got["val/PNEUMONIA/person1946_bacteria_4874"] == "person1946"
 
 
 def test_patient_split_validates(tmp_path):
@@ -53,8 +70,9 @@ def test_truncated_jpeg_is_skipped_and_counted(tmp_path):
     assert t.skipped["path"].iloc[0].endswith("person8_bacteria_14.jpeg")
     assert "truncated" in t.skipped["reason"].iloc[0]
     assert t.options["max_skipped_fraction"] == 0.1
+    below = 0.5 / (len(FILES) + 1)  # one skipped file exceeds it
     with pytest.raises(TooManySkippedError, match="person8_bacteria_14") as e:
-        read_dataset("kermany", root, progress=False)  # 1/18 > default 0.05
+        read_dataset("kermany", root, max_skipped_fraction=below, progress=False)
     assert len(e.value.skipped) == 1
 
 

@@ -13,7 +13,10 @@ Patient ids come from file names (the dataset has no patient table):
 * ``IM-0115-0001.jpeg`` -> ``IM-0115`` and ``NORMAL2-IM-0381-0001.jpeg`` ->
   ``NORMAL2-IM-0381`` (normal files: ``[NORMAL2-]IM-<patient>-<image counter>``;
   the ``NORMAL2-`` prefix marks a second numbering series and is kept, so
-  ``IM-0381`` and ``NORMAL2-IM-0381`` are different patients).
+  ``IM-0381`` and ``NORMAL2-IM-0381`` are different patients);
+* ``IM-0011-0001-0001.jpeg`` -> ``IM-0011``: the published ``test/NORMAL`` folder holds
+  names with a second counter beside ``IM-0011-0001.jpeg`` (``IM-<patient>-<k>-<k2>``),
+  the same patient as the two-group name.
 
 Ids are taken at face value across the original folders: the same ``personN`` in
 ``train`` and ``test`` is one patient (the conservative reading, as in Shahi & Bagale:
@@ -37,7 +40,8 @@ CLASSES = {"NORMAL": 0, "PNEUMONIA": 1}
 SUFFIXES = (".jpeg", ".jpg", ".png")
 
 _PERSON = re.compile(r"^(person\d+)_(bacteria|virus)_\d+$", re.IGNORECASE)
-_NORMAL = re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-\d+$", re.IGNORECASE)
+# one or two counters after the patient number (IM-0011-0001, IM-0011-0001-0001)
+_NORMAL = re.compile(r"^((?:NORMAL\d*-)?IM-\d+)(?:-\d+){1,2}$", re.IGNORECASE)
 
 
 def patient_from_name(stem: str) -> tuple[str, str] | None:
@@ -47,6 +51,8 @@ def patient_from_name(stem: str) -> tuple[str, str] | None:
     ('person1', 'virus')
     >>> patient_from_name("NORMAL2-IM-0381-0001")
     ('NORMAL2-IM-0381', 'none')
+    >>> patient_from_name("IM-0011-0001-0001")
+    ('IM-0011', 'none')
     """
     m = _PERSON.match(stem)
     if m:
@@ -100,7 +106,7 @@ def read_kermany(root: str, unmatched_names: str = "error", max_skipped_fraction
         if got is None:
             if unmatched_names == "error":
                 raise LayoutError(f"{path}: file name fits no patient rule (person<N>_<bacteria|virus>_<k>"
-                                  " or [NORMAL2-]IM-<patient>-<k>); pass unmatched_names='own_patient'"
+                                  " or [NORMAL2-]IM-<patient>-<k>[-<k2>]); pass unmatched_names='own_patient'"
                                   " to treat such files as their own patient")
             got = (f"{cls}-{stem}", "unknown")
         parsed.append(got)
