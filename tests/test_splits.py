@@ -83,3 +83,12 @@ def test_split_summary_counts():
     s = split_summary(images)
     assert s.loc["train", "images"] == 2 and s.loc["test", "patients"] == 1
     assert s.loc["val", "pneumonia_share"] == 0.0 and s.loc["test", "pneumonia_images"] == 3
+
+
+def test_validator_messages_name_the_source_and_the_fix():
+    images = make_images([2, 2], [0, 1])
+    images["split"] = ["train", "test", "val", "val"]
+    with pytest.raises(LeakageError, match=r"^runs/x/images.csv: 1 patients .*p0.*; rerun notebook 01$"):
+        validate_split(images, source="runs/x/images.csv", fix="rerun notebook 01")
+    with pytest.raises(ValueError, match=r"^runs/x/images.csv has no 'split' column; rerun notebook 01$"):
+        validate_split(images.drop(columns="split"), source="runs/x/images.csv", fix="rerun notebook 01")

@@ -20,7 +20,9 @@ mask_path      optional: absolute path of a lung mask (PNG, same size, lungs > 0
 ``boxes`` — one row per box, ``image_id, x, y, w, h`` in original pixels (x, y =
 top-left corner). Images without boxes have no rows.
 
-``split`` is added by :mod:`pneumoloc.splits` and saved with the run.
+``split`` is added by :mod:`pneumoloc.splits` and saved with the run; :func:`load_tables`
+re-validates the schema and the split on every load, so a split file edited or mixed up after
+notebook 01 (a patient in two splits leaks test images into training) stops every later notebook.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .splits import validate_split
 from .storage import load_json, load_table, save_json, save_table
 
 __all__ = [
@@ -111,12 +114,20 @@ def save_tables(run, tables: DatasetTables, images: pd.DataFrame | None = None) 
 
 
 def load_tables(run) -> DatasetTables:
-    """Read the tables a run's notebook 01 stored (``images`` includes ``split``)."""
+    """Read the tables a run's notebook 01 stored (``images`` includes ``split``).
+
+    Raises:
+        ValueError: a table breaks the schema, or an image has no valid split.
+        LeakageError: a patient appears in more than one split (names a few and the count).
+    """
     info = load_json(run.dataset_info)
     images = load_table(run.images_table, dtype={"image_id": str, "patient_id": str})
     boxes = load_table(run.boxes_table, dtype={"image_id": str})
     skipped_path = Path(run.data / "skipped.csv")
     skipped = load_table(skipped_path) if skipped_path.exists() else pd.DataFrame(columns=["path", "reason"])
-    return DatasetTables(images=images, boxes=boxes, name=info["name"], root=info["root"],
-                         findings=info.get("findings", []), options=info.get("options", {}),
-                         skipped=skipped)
+    tables = DatasetTables(images=images, boxes=boxes, name=info["name"], root=info["root"],
+                           findings=info.get("findings", []), options=info.get("options", {}),
+                           skipped=skipped)  # validates the schema first
+    validate_split(images, source=str(run.images_table),
+                   fix="rerun notebook 01_data_audit_and_patient_split to write a patient-wise split")
+    return tables

@@ -75,23 +75,32 @@ def patient_split(images: pd.DataFrame, ratios: Sequence[float] = (0.7, 0.15, 0.
     return images["patient_id"].map(assignment).rename("split")
 
 
-def validate_split(images: pd.DataFrame, split_col: str = "split") -> None:
+def validate_split(images: pd.DataFrame, split_col: str = "split", source: str = "images table",
+                   fix: str = "split by patient with patient_split()") -> None:
     """Raise :class:`LeakageError` naming the patients found in more than one split.
 
-    Also rejects images without a split and split names outside train/val/test.
+    Also rejects a table without a split column, images without a split and split names
+    outside train/val/test.
+
+    Args:
+        images: table with ``image_id``, ``patient_id`` and ``split_col``.
+        split_col: the column holding the split names.
+        source: what the table is (a file path), opening every message.
+        fix: what the user should do, closing every message.
     """
     if split_col not in images:
-        raise ValueError(f"images table has no {split_col!r} column; run the split first")
+        raise ValueError(f"{source} has no {split_col!r} column; {fix}")
     bad = images.loc[~images[split_col].isin(SPLITS), "image_id"]
     if len(bad):
-        raise ValueError(f"{len(bad)} images have no valid split (expected {SPLITS}), e.g. {bad.iloc[:5].tolist()}")
+        raise ValueError(f"{source}: {len(bad)} images have no valid split (expected {SPLITS}), "
+                         f"e.g. {bad.iloc[:5].tolist()}; {fix}")
     per_patient = images.groupby("patient_id")[split_col].nunique()
     leaking = per_patient[per_patient > 1].index.tolist()
     if leaking:
         detail = images[images["patient_id"].isin(leaking[:5])].groupby("patient_id")[split_col].unique()
         shown = "; ".join(f"{p}: {sorted(s)}" for p, s in detail.items())
-        raise LeakageError(f"{len(leaking)} patients appear in more than one split ({shown}"
-                           f"{' ...' if len(leaking) > 5 else ''}); split by patient with patient_split()")
+        raise LeakageError(f"{source}: {len(leaking)} patients appear in more than one split ({shown}"
+                           f"{' ...' if len(leaking) > 5 else ''}); {fix}")
 
 
 def image_level_split(images: pd.DataFrame, ratios: Sequence[float] = (0.7, 0.15, 0.15),
