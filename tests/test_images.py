@@ -179,3 +179,138 @@ def test_probe_images_counts_every_file(tmp_path):
     assert len(skipped) == 3 and sizes["ok"].sum() + len(skipped) == len(paths)
     assert set(skipped["path"]) == {str(p) for p in bad}
     assert skipped["reason"].str.contains("truncated").sum() == 1
+
+
+# ------------------------------------------- every decoder failure is an ImageError
+def _dicom(tmp_path, name="a.dcm", frames: int = 1, **edits):
+    """A 16 x 16 12-bit DICOM; ``edits`` set (value) or delete (None) header attributes."""
+    import pydicom
+
+    pix = np.concatenate([xray_like(16, k) for k in range(frames)]).astype(np.uint16) * 16
+    path = write_dicom(tmp_path / name, pix)
+    ds = pydicom.dcmread(path)
+    if frames > 1:
+        ds.Rows, ds.NumberOfFrames = 16, frames
+    for k, v in edits.items():
+        if v is None:
+            delattr(ds, k)
+        else:
+            setattr(ds, k, v)
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("edits,reason", [
+    ({"BitsAllocated": None}, "BitsAllocated"),
+    ({"Rows": None}, "Rows"),
+    ({"BitsAllocated": 0}, "BitsAllocated"),
+    ({"NumberOfFrames": 0}, "NumberOfFrames"),
+])
+def test_dicom_header_defects_are_named(tmp_path, edits, reason):
+    path = _dicom(tmp_path, **edits)
+    for fn in (probe_image, read_grayscale):
+        with pytest.raises(ImageError, match=f"{path.name}.*{reason}"):
+            fn(path)
+
+
+def test_multiframe_dicom_is_refused_with_the_frame_count(tmp_path):
+    path = _dicom(tmp_path, frames=3)
+    for fn in (probe_image, read_grayscale):
+        with pytest.raises(ImageError, match=r"multi-frame DICOM \(3 frames\)"):
+            fn(path)
+
+
+PIL_ERRORS = [__import__("struct").error("unpack requires a buffer of 4 bytes"), IndexError("list index"),
+              OSError("broken data stream"), ValueError("bad mode"), SyntaxError("not a PNG"),
+              RuntimeError("decoder failed"), KeyError("exif"), ZeroDivisionError("division by zero")]
+
+
+@pytest.mark.parametrize("error", PIL_ERRORS, ids=lambda e: type(e).__name__)
+def test_any_pil_exception_becomes_image_error(tmp_path, monkeypatch, error):
+    from PIL import Image, ImageFile
+
+    path = write_png(tmp_path / "a.png", xray_like(16))
+
+    def boom(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", boom)  # pixel decoding
+    with pytest.raises(ImageError, match=f"a.png.*{type(error).__name__}"):
+        read_grayscale(path)
+    monkeypatch.setattr(Image, "open", boom)  # header parsing
+    for fn in (probe_image, read_grayscale):
+        with pytest.raises(ImageError, match="a.png"):
+            fn(path)
+
+
+def test_decompression_bomb_error_from_pil_is_an_image_error(tmp_path, monkeypatch):
+    from PIL import Image
+
+    path = write_png(tmp_path / "a.png", xray_like(16))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 256 px > 2 x 10: PIL raises, not warns
+    for fn in (probe_image, read_grayscale):
+        with pytest.raises(ImageError, match="decompression bomb"):
+            fn(path)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("pylibjpeg: corrupt stream"), IndexError("frame"),
+                                   __import__("struct").error("unpack")], ids=lambda e: type(e).__name__)
+def test_any_pydicom_exception_becomes_image_error(tmp_path, monkeypatch, error):
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    path = _dicom(tmp_path)
+
+    def boom(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(Dataset, "pixel_array", property(boom))
+    with pytest.raises(ImageError, match=f"a.dcm.*{type(error).__name__}"):
+        read_grayscale(path)
+    monkeypatch.setattr(pydicom, "dcmread", boom)
+    for fn in (probe_image, read_grayscale):
+        with pytest.raises(ImageError, match="a.dcm"):
+            fn(path)
+
+
+def test_invalid_dicom_error_is_an_image_error(tmp_path):
+    path = tmp_path / "x.dcm"
+    path.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    for fn in (probe_image, read_grayscale):
+        with pytest.raises(ImageError, match="x.dcm"):
+            fn(path)
+
+
+# ---------------------------------------------------- only the formats the readers use
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF", "WEBP"])
+def test_other_formats_under_an_image_name_are_refused(tmp_path, fmt):
+    from PIL import Image
+
+    path = tmp_path / "a.png"
+    Image.fromarray(xray_like(16)).save(path, format=fmt)
+    for fn in (probe_image, read_grayscale):
+        with pytest.raises(ImageError, match=r"a.png: not a PNG or JPEG"):
+            fn(path)
+
+
+# ------------------------------------- EXIF orientation: size in the decoded frame
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_probe_size_and_orientation_match_the_decoded_array(tmp_path, orientation):
+    a = _asym(24, 40)
+    path = write_jpeg(tmp_path / "a.jpeg", a, orientation=orientation, quality=100)
+    h, w = read_grayscale(path).shape
+    assert probe_image(path) == (w, h)
+    sizes, _ = probe_images([path], progress=False)
+    assert sizes.loc[0, "orientation"] == orientation
+    assert (w, h) == ((24, 40) if orientation >= 5 else (40, 24))  # 5-8 swap the axes (EXIF 2.32, 4.6.4)
+
+
+def test_exif_orientation_in_a_png_rotates_it_too(tmp_path):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[274] = 6
+    path = tmp_path / "a.png"
+    Image.fromarray(_asym(24, 40)).save(path, format="PNG", exif=exif.tobytes())
+    assert read_grayscale(path).shape == (40, 24) and probe_image(path) == (24, 40)
+    assert np.abs(read_grayscale(path).astype(int) - np.rot90(_asym(24, 40), -1)).max() == 0
