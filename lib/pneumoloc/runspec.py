@@ -16,8 +16,10 @@ A spec names the notebooks to execute, in order, and their parameters::
 
 Unknown keys, unknown notebook parameters and values whose type differs from the
 notebook's default are errors naming the spec file, so a typo never silently runs
-the default. A stage's *fingerprint* hashes its notebook, its parameters, the
-library source and the fingerprints of the stages before it: a rerun skips a stage
+the default. ``name`` and the ``foreach`` values become folder and file names, so they
+are limited to ``[A-Za-z0-9._-]`` (no path separator, no ``..``); every ``timeout`` is a
+positive, finite number of seconds. A stage's *fingerprint* hashes its notebook, its
+parameters, the library source and the fingerprints of the stages before it: a rerun skips a stage
 whose fingerprint is unchanged and whose previous execution succeeded.
 """
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,9 @@ _SPEC_KEYS = {"name", "timeout", "parameters", "notebooks", "description"}
 _STAGE_KEYS = {"notebook", "parameters", "foreach", "overrides", "timeout"}
 # Parameters the runner always sets; every notebook declares them.
 RUNNER_PARAMETERS = ("run_dir", "figures_dir")
+# Run names and foreach values become paths (papermill_runs/<name>/<stem>__<value>.ipynb):
+# the POSIX portable filename character set, never ".." and never only dots ("." is the folder itself).
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass
@@ -99,6 +106,25 @@ def _check_parameters(spec_path: Path, stage: str, given: dict, defaults: dict) 
                              f"{type(value).__name__}, the notebook expects {type(default).__name__}")
 
 
+def _check_safe_name(spec_path: Path, key: str, value: Any) -> str:
+    """``str(value)`` when it is a safe path component, else a ValueError naming ``key``."""
+    text = str(value)
+    safe = SAFE_NAME.fullmatch(text) and ".." not in text and text.strip(".")
+    if isinstance(value, (list, dict, tuple, set)) or not safe:
+        raise ValueError(f"{spec_path}: {key} {text!r} is not a safe file name: use only the characters "
+                         "A-Za-z0-9._- (letters, digits, dot, underscore, hyphen), not '..' and not only dots")
+    return text
+
+
+def _check_timeout(spec_path: Path, where: str, value: Any) -> float:
+    """A positive, finite number of seconds (bool is not a number), as float."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ValueError(f"{spec_path}: {where} timeout={value!r} must be a positive number of seconds "
+                         "(e.g. timeout: 1800)")
+    return float(value)
+
+
 def library_hash() -> str:
     """Hash of the library's source: a code change invalidates stored stages."""
     h = hashlib.sha256()
@@ -123,7 +149,8 @@ def _expand(spec_path: Path, entry: dict, common: dict, default_timeout: float,
     base = {k: v for k, v in common.items() if k in defaults}
     base.update(entry.get("parameters") or {})
     base.update({k: v for k, v in (forced or {}).items() if k in defaults})
-    timeout = float(entry.get("timeout", default_timeout))
+    timeout = (_check_timeout(spec_path, f"notebook entry {stem!r}:", entry["timeout"])
+               if "timeout" in entry else default_timeout)
     foreach = entry.get("foreach") or {}
     if len(foreach) > 1:
         raise ValueError(f"{spec_path}: {stem}: foreach takes one parameter, got {sorted(foreach)}")
@@ -131,6 +158,10 @@ def _expand(spec_path: Path, entry: dict, common: dict, default_timeout: float,
         _check_parameters(spec_path, stem, base, defaults)
         return [Stage(stem, notebook, f"{stem}.ipynb", base, timeout)]
     (key, values), = foreach.items()
+    if not isinstance(values, list):
+        raise ValueError(f"{spec_path}: {stem}: foreach {key!r} takes a list of values, got {values!r}")
+    for value in values:
+        _check_safe_name(spec_path, f"notebook entry {stem!r}: foreach {key!r} value", value)
     overrides = entry.get("overrides") or {}
     stray = sorted(set(map(str, overrides)) - set(map(str, values)))
     if stray:
@@ -163,8 +194,9 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunS
         raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(_SPEC_KEYS)}")
     if not raw.get("notebooks"):
         raise ValueError(f"{path}: 'notebooks' lists no notebook to run")
-    name = str(raw.get("name") or path.stem)
-    timeout = float(raw.get("timeout", 3600))
+    name = _check_safe_name(path, "'name'" if raw.get("name") else "'name' (the file stem, as no name is given)",
+                            raw.get("name") or path.stem)
+    timeout = _check_timeout(path, "top-level", raw["timeout"]) if "timeout" in raw else 3600.0
     spec = RunSpec(name=name, path=path, timeout=timeout, raw=raw)
     common = dict(raw.get("parameters") or {})
     for entry in raw["notebooks"]:
