@@ -86,3 +86,62 @@ def test_clear_errors(tmp_path):
         load_cache(pd.DataFrame({"image_id": ["a"]}), 8, tmp_path)
     with pytest.raises(ValueError, match="positive"):
         load_cache(_manifest(tmp_path, 1), 0, tmp_path)
+
+
+def _bad_files(tmp_path):
+    """A file of every kind the decoders refuse: other formats, DICOM header defects, multi-frame."""
+    import pydicom
+    from fixtures.images import write_dicom, xray_like
+
+    out = {}
+    Image.fromarray(xray_like(16)).save(tmp_path / "gif.png", format="GIF")
+    out["gif"] = tmp_path / "gif.png"
+    for name, edit in (("nobits", {"BitsAllocated": None}), ("noframes", {"NumberOfFrames": 0}),
+                       ("multiframe", {"NumberOfFrames": 2, "Rows": 8})):
+        path = write_dicom(tmp_path / f"{name}.dcm", xray_like(16).astype(np.uint16) * 16)
+        ds = pydicom.dcmread(path)
+        for k, v in edit.items():
+            delattr(ds, k) if v is None else setattr(ds, k, v)
+        ds.save_as(path)
+        out[name] = path
+    return out
+
+
+def test_every_refused_file_is_a_counted_row_with_its_reason(tmp_path):
+    df = _manifest(tmp_path, n=2)
+    bad = _bad_files(tmp_path)
+    df = pd.concat([df, pd.DataFrame({"image_id": list(bad), "path": [str(p) for p in bad.values()]})],
+                   ignore_index=True)
+    cache = load_cache(df, 8, tmp_path / "c", progress=False)
+    assert cache.valid.sum() + len(cache.failed) == len(df)
+    assert list(cache.failed["image_id"]) == list(bad)
+    reasons = dict(zip(cache.failed["image_id"], cache.failed["reason"]))
+    assert "not a PNG or JPEG" in reasons["gif"] and "BitsAllocated" in reasons["nobits"]
+    assert "NumberOfFrames is 0" in reasons["noframes"] and "multi-frame" in reasons["multiframe"]
+    assert all(str(bad[k]) in r for k, r in reasons.items())  # each reason names its file
+
+
+def test_an_array_that_cannot_be_resized_is_counted_not_raised(tmp_path, monkeypatch):
+    import pneumoloc.cache as C
+
+    df = _manifest(tmp_path, n=3)
+    real = C.read_grayscale
+    monkeypatch.setattr(C, "read_grayscale",
+                        lambda p: np.zeros((3, 4, 5), np.uint8) if p.endswith("img1.png") else real(p))
+    cache = load_cache(df, 8, tmp_path / "c", progress=False)
+    assert cache.valid.tolist() == [True, False, True]
+    assert "img1.png" in cache.failed.loc[1, "reason"] and "TypeError" in cache.failed.loc[1, "reason"]
+
+
+def test_missing_decoder_stops_the_build_and_leaves_no_cache(tmp_path):
+    from fixtures.images import write_dicom
+    from pydicom.uid import JPEGLosslessSV1
+
+    from pneumoloc.images import MissingDecoderError
+
+    df = _manifest(tmp_path, n=2)
+    path = write_dicom(tmp_path / "jl.dcm", np.zeros((8, 8), np.uint16), transfer_syntax=JPEGLosslessSV1)
+    df = pd.concat([df, pd.DataFrame([{"image_id": "jl", "path": str(path)}])], ignore_index=True)
+    with pytest.raises(MissingDecoderError, match="pylibjpeg"):
+        load_cache(df, 8, tmp_path / "c", progress=False)
+    assert list((tmp_path / "c").iterdir()) == []  # not a cache with a zero row for a readable image

@@ -15,7 +15,10 @@ interrupted build is rebuilt rather than used.
 
 Unreadable images are skipped and counted: their rows stay (the array is
 row-aligned with the manifest) filled with zeros, and :attr:`ImageCache.failed`
-lists them so training can leave them out.
+lists them with the reason naming the file, so training can leave them out and
+decoded + failed always equals the manifest's length. Only a compressed DICOM whose
+decoder package is missing (:class:`~pneumoloc.images.MissingDecoderError`) stops
+the build.
 """
 from __future__ import annotations
 
@@ -89,10 +92,20 @@ def cache_key(images_df: pd.DataFrame, size: int) -> str:
 
 
 def _decode(path: str, size: int) -> tuple[np.ndarray | None, str]:
+    """The squashed image and ``""``, or ``None`` and the reason naming the file.
+
+    Every failure is a counted row except :class:`MissingDecoderError`: a package to
+    install, not a bad file, so the build stops rather than zero-filling readable images.
+    """
     try:
-        return resize_square(read_grayscale(path), size), ""
-    except (ImageError, OSError, ValueError) as e:
+        image = read_grayscale(path)  # raises ImageError (naming the file) for any bad file
+    except ImageError as e:
         return None, str(e)
+    try:
+        return resize_square(image, size), ""
+    except Exception as e:  # noqa: BLE001 - an array PIL cannot resize is a bad row, not a crash
+        return None, (f"{path}: cannot resize the decoded {image.shape} {image.dtype} array "
+                      f"({type(e).__name__}: {e})")
 
 
 def _build(images_df: pd.DataFrame, size: int, target: Path, workers: int, progress: bool) -> pd.DataFrame:
