@@ -10,7 +10,11 @@
 * :func:`uncertain_policy` — CheXpert-style 1 / 0 / -1 / blank labels to 1 / 0 / NaN
   (Irvin et al. 2019, CheXpert, section 4: U-Ones, U-Zeros, U-Ignore).
 * :func:`finish` — probes every listed image, moves unreadable ones into
-  ``tables.skipped`` (loaded + skipped == listed), stops when too many are bad.
+  ``tables.skipped`` with the reason (loaded + skipped == listed), stops when too many
+  are bad. ``width``/``height`` are those of the decoded array (EXIF orientation
+  applied); an EXIF-rotated or -mirrored image that has boxes is skipped, because a
+  box table does not say whether its boxes were drawn on the stored or the displayed
+  pixels (DICOMs carry no EXIF; none of the boxed datasets ships rotated files).
 """
 from __future__ import annotations
 
@@ -152,13 +156,31 @@ def labeler_findings(df: pd.DataFrame, path: Path, layout: str, uncertain: str,
     return out.reset_index(drop=True)
 
 
+def _refuse_turned_boxed(images: pd.DataFrame, sizes: pd.DataFrame, skipped: pd.DataFrame,
+                         boxes: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mark not ok (and list in ``skipped``) the images with boxes whose EXIF orientation is
+    not 1: the decoder transposes their pixels, so boxes in an unknown frame would be misplaced."""
+    if boxes is None or len(boxes) == 0:
+        return sizes, skipped
+    boxed = images["image_id"].astype(str).isin(set(boxes["image_id"].astype(str))).to_numpy()
+    turned = sizes["ok"].to_numpy() & (sizes["orientation"].to_numpy() != 1) & boxed
+    if not turned.any():
+        return sizes, skipped
+    reasons = [f"EXIF orientation {o} transposes the pixels, but the box table does not say whether its "
+               "boxes are in the stored or the displayed frame; store the image upright (and its boxes in "
+               "that frame) or remove the EXIF Orientation tag" for o in sizes["orientation"][turned]]
+    extra = pd.DataFrame({"path": images["path"].astype(str).to_numpy()[turned], "reason": reasons})
+    return sizes.assign(ok=sizes["ok"] & ~turned), pd.concat([skipped, extra], ignore_index=True)
+
+
 def finish(name: str, root: str, images: pd.DataFrame, boxes: pd.DataFrame | None = None,
            findings: Iterable[str] = (), max_skipped_fraction: float = 0.05,
            progress: bool = True) -> DatasetTables:
     """Probe the listed images, skip-and-count bad ones, return the validated tables.
 
     ``images`` must have ``image_id, patient_id, path, label``; ``width``/``height``
-    come from the image headers. Boxes of skipped images are dropped with them.
+    come from the image headers (the decoded, EXIF-oriented frame). Boxes of skipped
+    images are dropped with them; an EXIF-transposed image with boxes is skipped.
 
     Raises:
         LayoutError: no image is listed.
@@ -167,6 +189,7 @@ def finish(name: str, root: str, images: pd.DataFrame, boxes: pd.DataFrame | Non
     if len(images) == 0:
         raise LayoutError(f"{name}: no images listed under {root}; see data/README.md for the layout")
     sizes, skipped = probe_images(images["path"].tolist(), progress=progress)
+    sizes, skipped = _refuse_turned_boxed(images, sizes, skipped, boxes)
     frac = len(skipped) / len(images)
     if frac > max_skipped_fraction:
         head = "\n".join(f"  {p}: {r}" for p, r in skipped.head(20).itertuples(index=False))
