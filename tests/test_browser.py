@@ -24,12 +24,13 @@ def run(tmp_path_factory):
 
     from pneumoloc.backbones import build_model
     from pneumoloc.checkpoints import save_checkpoint
+    from pneumoloc.model_outputs import save_predictions
 
     torch.manual_seed(5)
     save_checkpoint(run.model_dir("resnet18b") / "best.pt", build_model("resnet18", image_size=64))
     pred = pd.read_csv(run.model_dir("resnet18") / "predictions.csv")
     pred["prob"] = 1 - pred["prob"]
-    pred.to_csv(run.model_dir("resnet18b") / "predictions.csv", index=False)
+    save_predictions(run, "resnet18b", pred)
     for model in ("resnet18", "resnet18b"):
         for method in ("gradcam", "hirescam"):
             compute_maps(run, model, method, map_size=16, target="predicted", progress=False)

@@ -11,6 +11,7 @@ from pneumoloc import cams, maps as M
 from pneumoloc.backbones import build_model
 from pneumoloc.checkpoints import save_checkpoint
 from pneumoloc.dataset import DatasetTables, save_tables
+from pneumoloc.model_outputs import save_predictions
 from pneumoloc.paths import RunPaths
 
 torch.set_num_threads(1)
@@ -49,8 +50,8 @@ def make_run(tmp_path, n: int = 8, findings: tuple[str, ...] = (), backbone: str
     save_checkpoint(run.model_dir(backbone) / "best.pt", model)
     test = images[images["split"] == "test"]
     probs = np.linspace(0.05, 0.95, len(test))
-    pd.DataFrame({"image_id": test["image_id"], "patient_id": test["patient_id"], "split": "test",
-                  "label": test["label"], "prob": probs}).to_csv(run.model_dir(backbone) / "predictions.csv", index=False)
+    save_predictions(run, backbone, pd.DataFrame({"image_id": test["image_id"], "patient_id": test["patient_id"],
+                                                  "split": "test", "label": test["label"], "prob": probs}))
     return run
 
 

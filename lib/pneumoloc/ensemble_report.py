@@ -1,7 +1,8 @@
 """Reading a run's stored predictions and maps for notebook 05, and comparing systems.
 
 Nothing here recomputes a model output: predictions come from each model's
-``predictions.csv`` (notebook 02), maps from :func:`pneumoloc.maps.load_maps`
+``predictions.csv`` (notebook 02, refused when made by another checkpoint than the model's
+current ``best.pt``: :mod:`pneumoloc.model_outputs`), maps from :func:`pneumoloc.maps.load_maps`
 (notebook 03). Members are aligned on the images every member scored; images missing
 from a member are dropped and counted (never silently misaligned).
 
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .bootstrap import Estimate, patient_resamples
-from .storage import load_table
+from .model_outputs import load_predictions as load_model_predictions
 
 __all__ = [
     "PredictionSet", "trained_models", "load_predictions", "classification_metrics",
@@ -72,11 +73,11 @@ def trained_models(run) -> list[str]:
 
 
 def _read_member(run, name: str) -> pd.DataFrame:
-    path = run.model_dir(name) / "predictions.csv"
+    path = run.model_predictions(name)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: train {name!r} with notebook 02 first "
                                 f"(trained here: {trained_models(run)})")
-    df = load_table(path, dtype={"image_id": str, "patient_id": str})
+    df = load_model_predictions(run, name)
     missing = [c for c in PRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}; expected {list(PRED_COLUMNS)}")
@@ -91,6 +92,7 @@ def load_predictions(run, models: Sequence[str], splits: Sequence[str] = ("val",
     Raises:
         FileNotFoundError / ValueError naming the file, when a member's table is missing or
         malformed, or when two members disagree on an image's label or patient.
+        StaleArtifactError: a member's table was made by another checkpoint than its ``best.pt``.
     """
     if not models:
         raise ValueError("no models given: train some with notebook 02, or list them in `backbones`")

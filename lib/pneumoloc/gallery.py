@@ -29,10 +29,11 @@ def outcomes(labels, probs, threshold: float = 0.5) -> np.ndarray:
 
 
 def load_predictions(run, model: str, split: str = "test") -> pd.DataFrame:
-    """Notebook 02's ``predictions.csv`` rows of ``split`` (``image_id, label, prob, ...``)."""
-    from .storage import load_table
+    """Notebook 02's ``predictions.csv`` rows of ``split`` (``image_id, label, prob, ...``), refused
+    when made by another checkpoint than the model's ``best.pt`` (:mod:`pneumoloc.model_outputs`)."""
+    from .model_outputs import load_predictions as load_model_predictions
 
-    pred = load_table(run.model_dir(model) / "predictions.csv", dtype={"image_id": str, "patient_id": str})
+    pred = load_model_predictions(run, model)
     pred = pred[pred["split"] == split] if split != "all" else pred
     if pred.empty:
         raise ValueError(f"{run.model_dir(model) / 'predictions.csv'} has no rows for split={split!r}")

@@ -128,12 +128,17 @@ def summarize(scores: L.Scores, patients: np.ndarray, n_boot: int, seed: int) ->
     return row
 
 
-def _probs(run, model: str, ids: np.ndarray) -> np.ndarray:
-    path = run.model_dir(model) / "predictions.csv"
-    if not path.exists():
-        return np.full(len(ids), np.nan)
-    pred = pd.read_csv(path, dtype={"image_id": str}).drop_duplicates("image_id").set_index("image_id")
-    return pred["prob"].reindex(ids).to_numpy(float)
+def _model_probs(run, model: str) -> pd.Series:
+    """P(pneumonia) by image id from the model's checked ``predictions.csv``; empty when none is stored."""
+    from .model_outputs import load_predictions
+
+    if not run.model_predictions(model).exists():
+        return pd.Series(dtype=float)
+    return load_predictions(run, model).drop_duplicates("image_id").set_index("image_id")["prob"]
+
+
+def _probs(probs: pd.Series, ids: np.ndarray) -> np.ndarray:
+    return probs.reindex(ids).to_numpy(float)
 
 
 @dataclass
@@ -195,7 +200,7 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
         raise ValueError(f"no stored maps in {run.maps} for models={list(models)} methods={list(methods)}: "
                          f"run notebook 03 first; stored: {list_maps(run)[['model', 'method']].values.tolist()}")
     split_of = tables.images.set_index("image_id")["split"]
-    rows, per_image, gts = [], [], {}
+    rows, per_image, gts, model_probs = [], [], {}, {}
     for model, method in tqdm(listing[["model", "method"]].values.tolist(), desc="scoring maps", disable=not progress):
         ms = load_maps(run, model, method)
         ids = ms.image_ids.astype(str)
@@ -208,7 +213,9 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
         if key not in gts:
             gts[key] = ground_truth(tables, ids[test], size, lung_source, **lung_options)
         gt, maps = gts[key], ms.maps[test]
-        probs = _probs(run, model, ids[test])
+        if model not in model_probs:  # one checked read (and checkpoint hash) per model
+            model_probs[model] = _model_probs(run, model)
+        probs = _probs(model_probs[model], ids[test])
         thr = {r: thresholds_for(r, maps) for r in rules}
         val = sp == "val"
         tuned = np.nan
@@ -228,7 +235,7 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
         if gating and np.isfinite(probs).all():
             first = rules[0]
             gate_t = rsna_gate
-            vprobs = _probs(run, model, ids[val])
+            vprobs = _probs(model_probs[model], ids[val])
             if val.any() and np.isfinite(vprobs).all():
                 vmaps = ms.maps[val]
                 vbox = L.box_masks(L.boxes_by_image(tables.boxes, ids[val]), *_sizes(tables, ids[val]), size)

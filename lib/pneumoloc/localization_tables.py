@@ -69,20 +69,19 @@ def worst_localized(per_image: pd.DataFrame, metric: str = "energy", n: int = 8,
 
 def classifier_auc(run, model: str, split: str = "test") -> float:
     """Test ROC-AUC of ``model``: from ``metrics.json`` (``operating_points.*.roc_auc``, the
-    training notebook's format), else computed from ``predictions.csv``; NaN when neither exists."""
+    training notebook's format), else computed from ``predictions.csv``; NaN when neither exists.
+    Either file is refused when made by another checkpoint than the model's ``best.pt``."""
     from .evaluation import roc_auc
-    from .storage import load_json
+    from .model_outputs import load_metrics, load_predictions
 
-    path = run.model_dir(model) / "metrics.json"
-    if path.exists():
-        ops = load_json(path).get("operating_points", {})
+    if run.model_metrics(model).exists():
+        ops = load_metrics(run, model).get("operating_points", {})
         for point in ops.values():
             if "roc_auc" in point:
                 return float(point["roc_auc"])
-    pred_path = run.model_dir(model) / "predictions.csv"
-    if not pred_path.exists():
+    if not run.model_predictions(model).exists():
         return float("nan")
-    pred = pd.read_csv(pred_path)
+    pred = load_predictions(run, model)
     pred = pred[pred["split"] == split]
     return roc_auc(pred["label"], pred["prob"]) if pred["label"].nunique() == 2 else float("nan")
 

@@ -100,6 +100,18 @@ class RunPaths:
     def model_dir(self, model: str) -> Path:
         return self.root / "models" / safe_name(model)
 
+    def best_checkpoint(self, model: str) -> Path:
+        """The checkpoint of the best validation epoch; predictions and metrics come from it."""
+        return self.model_dir(model) / "best.pt"
+
+    def model_predictions(self, model: str) -> Path:
+        """CSV ``image_id, patient_id, split, label, prob`` (+ per finding) and ``checkpoint_sha256``."""
+        return self.model_dir(model) / "predictions.csv"
+
+    def model_metrics(self, model: str) -> Path:
+        """JSON: test metrics at the validation-chosen thresholds and ``checkpoint_sha256``."""
+        return self.model_dir(model) / "metrics.json"
+
     # -- notebook 03: stored heatmaps ----------------------------------------------
     @property
     def maps(self) -> Path:
