@@ -14,7 +14,7 @@ import torch
 from pneumoloc.backbones import build_model
 from pneumoloc.checkpoints import (FORMAT, CorruptFileError, latest_good_checkpoint, load_checkpoint, load_model,
                                    save_checkpoint)
-from pneumoloc.storage import save_torch
+from pneumoloc.storage import save_torch, write_checked
 
 
 
@@ -39,10 +39,14 @@ class RunsCode:
         return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
 
 
-def _write_with_valid_checksum(path: Path, obj) -> None:
-    """torch.save + a matching sidecar, so only weights_only stands between the file and its code."""
+def _write_with_valid_checksum(path: Path, obj, sidecar: bool = False) -> None:
+    """torch.save with a matching checksum (header, or the sidecar format), so only weights_only
+    stands between the file and its code."""
     buf = io.BytesIO()
     torch.save(obj, buf)
+    if not sidecar:
+        write_checked(path, buf.getvalue())
+        return
     path.write_bytes(buf.getvalue())
     path.with_name(path.name + ".sha256").write_text(hashlib.sha256(buf.getvalue()).hexdigest() + "\n")
 
@@ -51,7 +55,7 @@ def test_round_trip_gives_identical_outputs_and_metadata(tmp_path, model):
     x = torch.randn(3, 1, 64, 64)
     path = save_checkpoint(tmp_path / "best.pt", model, epoch=4, metrics={"val_auc": 0.91},
                            optimizer={"state": {0: {"exp_avg": torch.ones(2)}}, "lr": [1e-4]})
-    assert (tmp_path / "best.pt.sha256").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"], "the checksum lives inside the file"
     again = load_model(path)
     assert not again.training and next(again.parameters()).device.type == "cpu"
     with torch.no_grad():
@@ -73,7 +77,8 @@ def test_metadata_must_be_plain(tmp_path, model):
     assert not (tmp_path / "a.pt").exists()
 
 
-def test_code_running_pickle_is_refused_even_when_env_forces_unsafe_load(tmp_path, monkeypatch, model):
+@pytest.mark.parametrize("sidecar", [False, True])
+def test_code_running_pickle_is_refused_even_when_env_forces_unsafe_load(tmp_path, monkeypatch, model, sidecar):
     live = tmp_path / "proof.txt"
     pickle.loads(pickle.dumps(RunsCode(live)))  # the payload is live: a plain unpickle runs it
     assert live.read_text() == "ran"
@@ -82,7 +87,7 @@ def test_code_running_pickle_is_refused_even_when_env_forces_unsafe_load(tmp_pat
     evil = tmp_path / "last.pt"
     state = {k: v for k, v in model.state_dict().items()}
     _write_with_valid_checksum(evil, {"format": FORMAT, "model_state": state, "config": model.config,
-                                      "payload": RunsCode(marker)})
+                                      "payload": RunsCode(marker)}, sidecar=sidecar)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(evil)
@@ -101,7 +106,9 @@ def test_truncated_or_unchecksummed_checkpoint_is_detected(tmp_path, model):
     with pytest.raises(CorruptFileError):
         load_model(path)
     bare = tmp_path / "bare.pt"
-    bare.write_bytes(data)
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "model_state": {}, "config": {}}, buf)
+    bare.write_bytes(buf.getvalue())
     with pytest.raises(CorruptFileError, match="no checksum"):
         load_checkpoint(bare)
 
@@ -120,7 +127,7 @@ def test_latest_good_checkpoint_falls_back_past_damaged_files(tmp_path, model):
     data = second.read_bytes()
     second.write_bytes(data[:-100])  # truncated after the fact
     assert latest_good_checkpoint([first, second]) == first
-    first.with_name("epoch1.pt.sha256").unlink()
+    first.write_bytes(first.read_bytes().replace(b"pneumoloc-sha256:", b"pneumoloc-sha256:0", 1)[:-1])
     assert latest_good_checkpoint([first, second]) is None
     assert latest_good_checkpoint([]) is None
 

@@ -2,8 +2,9 @@
 
 A checkpoint is a dict ``{"format": "pneumoloc-checkpoint/1", "model_state": {name: tensor},
 "config": model.config, **metadata}`` written through :func:`pneumoloc.storage.save_torch`
-(temp file in the same folder, fsync, atomic rename, SHA-256 sidecar). Loading verifies the
-checksum (a truncated file raises :class:`~pneumoloc.storage.CorruptFileError`) and always
+(temp file in the same folder, fsync, atomic rename; the SHA-256 inside the file, so a kill at
+any instant leaves a file that matches its checksum). Loading verifies the checksum (a
+truncated file raises :class:`~pneumoloc.storage.CorruptFileError`) and always
 passes ``weights_only=True`` to ``torch.load`` explicitly, so the environment variable
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot turn it off: a pickle that would run code is
 refused before anything runs. Metadata must be plain (numbers, strings, lists, dicts,
@@ -85,7 +86,7 @@ def save_checkpoint(path: str | os.PathLike, model: Classifier, **metadata: Any)
     """Write ``model``'s weights, its config and plain ``metadata`` (epoch, metrics, optimizer state...).
 
     Args:
-        path: destination (``best.pt`` / ``last.pt``); a ``.sha256`` sidecar is written beside it.
+        path: destination (``best.pt`` / ``last.pt``), written with its SHA-256 inside.
         model: the :class:`~pneumoloc.backbones.Classifier` (its ``config`` rebuilds it).
         **metadata: plain values; the keys ``format``, ``model_state`` and ``config`` are reserved.
     """
