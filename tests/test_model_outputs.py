@@ -65,6 +65,7 @@ def test_ensemble_members_of_the_current_checkpoint_load(tmp_path):
     ps = ensemble_report.load_predictions(run, ["m1", "m2"])
     val = p1[p1["split"] == "val"].set_index("image_id")
     np.testing.assert_array_equal(ps.frames["val"]["m1"], val.loc[ps.image_ids("val"), "prob"])
+    assert ps.checkpoints == {"m1": OLD_SHA, "m2": NEW_SHA}  # notebook 05 stores them in ensembles.json
 
 
 def test_gallery_refuses_predictions_of_an_old_checkpoint(tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .bootstrap import Estimate, patient_resamples
-from .model_outputs import load_predictions as load_model_predictions
+from .model_outputs import DIGEST_KEY, load_predictions as load_model_predictions
 
 __all__ = [
     "PredictionSet", "trained_models", "load_predictions", "classification_metrics",
@@ -40,11 +40,14 @@ class PredictionSet:
         frames: ``{"val": df, "test": df}`` with ``image_id, patient_id, label`` and one
             probability column per member.
         dropped: images dropped per split because some member lacks them.
+        checkpoints: SHA-256 of the ``best.pt`` each member's predictions were made by (None for
+            predictions stored without a checkpoint), for the provenance of ensemble artifacts.
     """
 
     members: list[str]
     frames: dict[str, pd.DataFrame]
     dropped: dict[str, int] = field(default_factory=dict)
+    checkpoints: dict[str, str | None] = field(default_factory=dict)
 
     def _frame(self, split: str) -> pd.DataFrame:
         if split not in self.frames:
@@ -118,7 +121,13 @@ def load_predictions(run, models: Sequence[str], splits: Sequence[str] = ("val",
         out = merged[["image_id"]].assign(patient_id=merged[f"patient@{models[0]}"],
                                           label=merged[f"label@{models[0]}"].astype(int))
         frames[split] = pd.concat([out, merged[list(models)]], axis=1)
-    return PredictionSet(list(models), frames, dropped)
+    return PredictionSet(list(models), frames, dropped, {m: _digest(df) for m, df in tables.items()})
+
+
+def _digest(pred: pd.DataFrame) -> str | None:
+    """The checkpoint digest a (checked, hence single-digest) predictions table records."""
+    recorded = pred[DIGEST_KEY].dropna() if DIGEST_KEY in pred else pd.Series(dtype=str)
+    return str(recorded.iloc[0]) if len(recorded) else None
 
 
 def classification_metrics(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> dict:
