@@ -182,6 +182,59 @@ def test_pspnet_weights_load_with_weights_only(tmp_path):
     assert "weights_only" in str(err.value) or "Unpickl" in str(err.value)
 
 
+class _WritesAFile:
+    """Unpickling calls ``open(path, "w")``: proof that code ran during the load."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+class _TorchLoadWithoutWeightsOnly:
+    """``torch`` as a torchxrayvision release that calls ``torch.load(path)`` bare would see it."""
+
+    def __getattr__(self, name):
+        import torch
+
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(f, map_location=None, weights_only=None, **kwargs):
+        import torch
+
+        return torch.load(f, map_location=map_location, **kwargs)
+
+
+def _code_running_weights(tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned.txt"
+    torch.save({"module.x": _WritesAFile(marker)}, tmp_path / LM.PSPNET_WEIGHTS_NAME)
+    assert not marker.exists()
+    return tmp_path / LM.PSPNET_WEIGHTS_NAME, marker
+
+
+@pytest.mark.parametrize("bare_torch_load", [False, True])
+def test_pspnet_load_runs_no_code_when_the_environment_forces_unsafe_loads(tmp_path, monkeypatch,
+                                                                           bare_torch_load):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 makes every torch.load that leaves ``weights_only``
+    unset unpickle arbitrary code (torch/serialization.py, ``load``); the weights must still be
+    read with the restricted unpickler, also by a torchxrayvision that calls torch.load bare."""
+    import torchxrayvision as xrv
+
+    weights, marker = _code_running_weights(tmp_path)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    if bare_torch_load:
+        monkeypatch.setattr(xrv.baseline_models.chestx_det, "torch", _TorchLoadWithoutWeightsOnly())
+    LM._load_pspnet.cache_clear()
+    with pytest.raises(ValueError, match=r"not a loadable PSPNet.*weights_only=True\) refused"):
+        LM.lung_masks("pspnet", pd.DataFrame({"image_id": ["a"]}), 8, weights=weights,
+                      pixels=np.zeros((1, 8, 8), np.uint8))
+    assert not marker.exists(), "unpickling ran code"
+
+
 def test_pspnet_weights_file_must_keep_its_published_name(tmp_path):
     (tmp_path / "lungs.pth").write_bytes(b"x")
     with pytest.raises(ValueError, match=LM.PSPNET_WEIGHTS_NAME):

@@ -225,8 +225,9 @@ def pspnet_masks(images: pd.DataFrame, size: int, weights: str | os.PathLike = "
 
     Args:
         weights: path of ``pspnet_chestxray_best_model_4.pth`` (default: torchxrayvision's cache
-            folder ``~/.torchxrayvision/models_data/``). torchxrayvision loads it with
-            ``torch.load(weights_only=True)`` (tests/test_lungmasks.py proves a pickle is refused).
+            folder ``~/.torchxrayvision/models_data/``). It is read with an explicit
+            ``torch.load(weights_only=True)`` before torchxrayvision loads it, so a pickle that
+            would run code is refused, also when ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set.
         allow_download: let torchxrayvision download the weights when missing (needs network).
         threshold: lung probability cut (0.5 = the model's own decision).
     """
@@ -265,12 +266,35 @@ def _load_pspnet(path: str, stamp: tuple[int, int] | None):
     """The PSPNet from ``path``, built once per file version (``stamp`` = mtime, size)."""
     import torchxrayvision as xrv
 
+    _refuse_unsafe_pickle(path)
     try:
         model = xrv.baseline_models.chestx_det.PSPNet(cache_dir=str(Path(path).parent))
     except Exception as e:  # torchxrayvision only prints "Loading failure" and re-raises
         raise ValueError(f"{path}: not a loadable PSPNet state dict (torchxrayvision's published "
                          f"{PSPNET_WEIGHTS_NAME} is expected): {type(e).__name__}: {e}") from e
     return model.eval()
+
+
+def _refuse_unsafe_pickle(path: str) -> None:
+    """Read ``path`` with torch's restricted unpickler before torchxrayvision reads it.
+
+    ``weights_only=True`` is passed explicitly: torch (2.14, ``torch/serialization.py``
+    ``load``) lets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turn the restricted unpickler off
+    only for calls that leave ``weights_only`` unset. torchxrayvision then loads the same
+    bytes, which the restricted unpickler accepted (tensors and allow-listed types only),
+    so no code runs even under a torchxrayvision release that calls ``torch.load`` bare.
+
+    Raises:
+        ValueError: the file holds anything ``weights_only=True`` refuses, or is unreadable.
+    """
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a loadable PSPNet state dict: torch.load(weights_only=True) refused it "
+                         f"(a published {PSPNET_WEIGHTS_NAME} holds tensors only): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
 def _square(image: np.ndarray, size: int) -> np.ndarray:
