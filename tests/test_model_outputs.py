@@ -7,8 +7,6 @@ is checked against the stored format itself: a ``checkpoint_sha256`` column in
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -96,11 +94,10 @@ def test_classifier_auc_refuses_predictions_of_an_old_checkpoint(tmp_path):
 
 
 def test_localization_scoring_refuses_predictions_of_an_old_checkpoint(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))  # the synthetic stored-maps run of test_localization_report
-    from test_localization_report import _synthetic_run
+    from pneumoloc.localization_report import score_run
+    from test_localization_report import _synthetic_run  # a run in the stored-maps format
 
     run, _, _ = _synthetic_run(tmp_path, with_val_maps=False)
-    from pneumoloc.localization_report import score_run
 
     pred = pd.read_csv(run.model_dir("good") / "predictions.csv", dtype={"image_id": str, "patient_id": str})
     write_bytes(run.model_dir("good") / "best.pt", NEW)

@@ -97,7 +97,7 @@ def save_metrics(run: RunPaths, model: str, metrics: dict[str, Any]) -> Path:
     return save_json(run.model_metrics(model), {**metrics, DIGEST_KEY: _required_digest(run, model)})
 
 
-def _recorded_in_table(pred: pd.DataFrame, path: Path, run: RunPaths, model: str) -> str | None:
+def _recorded_in_table(pred: pd.DataFrame, path: Path, model: str) -> str | None:
     if DIGEST_KEY not in pred:
         return None
     digests = set(pred[DIGEST_KEY].fillna(""))
@@ -116,7 +116,7 @@ def load_predictions(run: RunPaths, model: str) -> pd.DataFrame:
     """
     path = run.model_predictions(model)
     pred = load_table(path, dtype={"image_id": str, "patient_id": str})
-    check_made_by(run, model, path, _recorded_in_table(pred, path, run, model), checkpoint_digest(run, model))
+    check_made_by(run, model, path, _recorded_in_table(pred, path, model), checkpoint_digest(run, model))
     return pred
 
 
