@@ -169,3 +169,45 @@ def test_iou_dice_and_pointing_game_equal_plain_numpy_on_random_maps():
         assert iou.values[i] == inter / union and dice.values[i] == 2 * inter / (p.sum() + g.sum())
         top = m == m.max()
         assert hit.values[i] == np.sum(top & g) / np.sum(top)
+
+
+def _with_nonfinite():
+    """Rows: good, all-zero, one NaN cell, +inf cell, -inf cell, all NaN (every row has a box)."""
+    maps = np.zeros((6, 4, 4), np.float32)
+    maps[0, 0, 0], maps[0, 3, 3] = 1.0, 0.5
+    for i, bad in ((2, np.nan), (3, np.inf), (4, -np.inf)):
+        maps[i] = maps[0]
+        maps[i, 1, 1] = bad
+    maps[5] = np.nan
+    boxes = np.zeros((6, 4, 4), bool)
+    boxes[:, :2, :2] = True
+    return maps, boxes, np.ones((6, 4, 4), bool)
+
+
+def test_nonfinite_maps_are_excluded_and_counted_like_zero_maps():
+    import warnings
+
+    maps, boxes, lungs = _with_nonfinite()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'invalid value' RuntimeWarning from a NaN map
+        scores = [L.lung_attention_ratio(maps, lungs), L.pointing_game(maps, boxes),
+                  L.energy_in_boxes(maps, boxes), L.lung_normalized_energy(maps, boxes, lungs),
+                  *L.iou_dice(maps, boxes, 0.4), L.localization_auprc(maps, boxes),
+                  L.localization_auprc(maps.astype(np.float16), boxes)]
+    for s in scores:
+        assert s.valid.tolist() == [True] + [False] * 5
+        assert s.excluded["nonfinite_map"] == 4 and s.excluded["zero_map"] == 1
+        assert np.isfinite(s.values).all() and (s.values[1:] == 0).all()
+    good = L.energy_in_boxes(maps[:1], boxes[:1]).values[0]
+    assert scores[2].values[0] == good == pytest.approx(1 / 1.5)  # hand: 1 of 1.5 energy in the box
+
+
+def test_nonfinite_map_is_no_detection_like_a_zero_map():
+    maps, boxes, _ = _with_nonfinite()
+    probs = np.linspace(0.9, 0.4, 6)
+    zeroed = np.where(np.isfinite(maps).all((1, 2))[:, None, None], maps, 0)
+    assert L.pointwise_detection_map(maps, boxes, probs) == L.pointwise_detection_map(zeroed, boxes, probs)
+    assert L.pointwise_detection_map(maps, boxes, probs) == pytest.approx(1 / 6)  # one hit of 6 boxed images
+    clean, finite = L.finite_maps(maps)
+    assert finite.tolist() == [True, True, False, False, False, False]
+    assert np.array_equal(clean, zeroed) and clean.dtype == maps.dtype

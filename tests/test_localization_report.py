@@ -191,3 +191,30 @@ def test_all_zero_validation_maps_skip_tuning_instead_of_failing(tmp_path):
     good = m[(m.model == "good") & (m.method == "gradcam") & (m.variant == "maps")]
     assert "iou@tuned" not in set(bad.metric) and bad.tuned_fraction.isna().all()
     assert "iou@tuned" in set(good.metric) and "hit" in set(bad.metric)
+
+
+def test_nonfinite_maps_are_counted_like_zero_maps_in_the_report(tmp_path):
+    """NaN/inf maps give the same numbers as all-zero maps; the exclusions say which were which."""
+    from pneumoloc.localization_report import score_run
+    from pneumoloc.storage import load_arrays
+
+    run, images, _ = _synthetic_run(tmp_path)
+    path = run.maps / "bad" / "gradcam.npz"
+    arrays = load_arrays(path)
+    rows = np.flatnonzero(np.isin(arrays["image_ids"], images.loc[images["split"] == "test", "image_id"]))[:3]
+    maps = arrays["maps"].copy()
+    maps[rows[0]] = np.nan
+    maps[rows[1], 2, 3] = np.inf
+    maps[rows[2], 0, 0] = np.nan
+    save_arrays(path, maps=maps, image_ids=arrays["image_ids"])
+    kw = {"models": ["bad"], "n_boot": 20, "progress": False, "gating": True, "baselines": False}
+    nonfinite = score_run(run, **kw).metrics
+    maps[rows] = 0
+    save_arrays(path, maps=maps, image_ids=arrays["image_ids"])
+    zero = score_run(run, **kw).metrics
+    cols = ["variant", "metric", "n", "value", "low", "high"]
+    pd.testing.assert_frame_equal(nonfinite[cols], zero[cols])
+    hit = nonfinite[(nonfinite.metric == "hit") & (nonfinite.variant == "maps")].iloc[0]
+    hit0 = zero[(zero.metric == "hit") & (zero.variant == "maps")].iloc[0]
+    assert hit["excluded_nonfinite_map"] == 3
+    assert hit["excluded_nonfinite_map"] + hit["excluded_zero_map"] == hit0["excluded_zero_map"]

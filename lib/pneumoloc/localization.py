@@ -10,9 +10,13 @@ Conventions (used by every function here and by notebook 04):
 * **Boxes** are ground-truth rectangles in original pixels, rasterized into the M x M frame by
   :func:`box_masks`; an image with several boxes is scored against their **union**.
 * **Exclusions are counted, never NaN.** Each per-image metric returns :class:`Scores`: values,
-  a ``valid`` flag and the count of excluded images per reason. Reasons: ``zero_map`` (a map whose
-  energy is 0 everywhere: it has no peak and no energy share), ``no_box`` (box metrics are defined
-  on images with at least one box only), ``no_lung`` (empty lung mask), ``no_lung_energy``.
+  a ``valid`` flag and the count of excluded images per reason. Reasons: ``nonfinite_map`` (a map
+  holding NaN or +-inf, e.g. a CAM divided by a zero gradient norm: it has no meaningful energy,
+  so it is treated as an all-zero map and counted apart, a sign of a broken explainer rather
+  than a dead one), ``zero_map`` (a map whose energy is 0 everywhere: it has no peak and no
+  energy share), ``no_box`` (box metrics are defined on images with at least one box only),
+  ``no_lung`` (empty lung mask), ``no_lung_energy``. In the detection metrics a non-finite map,
+  like an all-zero one, makes no detection (:func:`finite_maps`).
 * **Peak** of a map = its maximum; when several cells tie, the pointing game scores the share
   of them inside the boxes (ties broken at random, in expectation).
 * **Thresholded map** = pixels with ``map > t`` (``t`` per image; see :mod:`pneumoloc.thresholds`).
@@ -34,7 +38,8 @@ from .auprc import (F16_LEVELS, ap_from_levels, ap_from_sort, average_precision,
                     level_counts)
 
 __all__ = [
-    "Scores", "ratio_scores", "F16_LEVELS", "as_maps", "boxes_by_image", "box_masks", "peak_indices",
+    "Scores", "ratio_scores", "F16_LEVELS", "as_maps", "finite_maps", "boxes_by_image", "box_masks",
+    "peak_indices",
     "lung_attention_ratio", "pointing_game", "energy_in_boxes", "lung_normalized_energy",
     "iou_dice", "float16_codes", "level_counts", "average_precision",
     "localization_auprc", "pointwise_detection_map",
@@ -91,9 +96,20 @@ def as_maps(maps, dtype=None) -> np.ndarray:
     return maps
 
 
-def _flat32(maps) -> np.ndarray:
+def finite_maps(maps) -> tuple[np.ndarray, np.ndarray]:
+    """``(maps, finite)``: the ``[N, ...]`` maps with every map holding a NaN or +-inf replaced
+    by zeros (same dtype), and the bool ``[N]`` flag of the maps that were finite."""
     m = as_maps(maps)
-    return m.reshape(len(m), -1).astype(np.float32, copy=False)
+    finite = np.isfinite(m.reshape(len(m), -1)).all(1)
+    if finite.all():
+        return m, finite
+    return np.where(finite[:, None, None], m, m.dtype.type(0)), finite
+
+
+def _flat32(maps) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 ``[N, P]`` maps with non-finite maps zeroed, and the finite flag per map."""
+    m, finite = finite_maps(maps)
+    return m.reshape(len(m), -1).astype(np.float32, copy=False), finite
 
 
 def _flatmask(masks, n: int) -> np.ndarray:
@@ -182,10 +198,11 @@ def lung_attention_ratio(maps, lungs) -> Scores:
     Energy = the stored min-max-normalized map (see module docstring). Excludes ``zero_map``
     and ``no_lung``.
     """
-    m = _flat32(maps)
+    m, finite = _flat32(maps)
     lung = _weights(lungs, len(m))
     total = m.sum(1).astype(np.float64)
-    return ratio_scores(_row_dot(m, lung), total, {"zero_map": total <= 0, "no_lung": lung.max(1) <= 0})
+    return ratio_scores(_row_dot(m, lung), total, {"nonfinite_map": ~finite, "zero_map": total <= 0,
+                                                   "no_lung": lung.max(1) <= 0})
 
 
 def pointing_game(maps, boxes, tolerance: float = 0.0) -> Scores:
@@ -202,7 +219,7 @@ def pointing_game(maps, boxes, tolerance: float = 0.0) -> Scores:
     """
     from scipy import ndimage
 
-    m = _flat32(maps)
+    m, finite = _flat32(maps)
     box = _flatmask(boxes, len(m))
     maxima = m.max(1)
     top = m == maxima[:, None]
@@ -213,16 +230,18 @@ def pointing_game(maps, boxes, tolerance: float = 0.0) -> Scores:
             far = ndimage.distance_transform_edt(~box[i].reshape(side, side))
             box[i] = (far <= tolerance).ravel()
     hit = _row_counts(top, box) / _row_counts(top)
-    return ratio_scores(hit, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
+    return ratio_scores(hit, np.ones(len(m)), {"nonfinite_map": ~finite, "zero_map": maxima <= 0,
+                                               "no_box": ~box.any(1)})
 
 
 def energy_in_boxes(maps, boxes) -> Scores:
     """Share of the map's energy inside the box union, sum(m*B)/sum(m); a constant map scores
     the box-area fraction."""
-    m = _flat32(maps)
+    m, finite = _flat32(maps)
     box = _weights(boxes, len(m))
     total = m.sum(1).astype(np.float64)
-    return ratio_scores(_row_dot(m, box), total, {"zero_map": total <= 0, "no_box": box.max(1) <= 0})
+    return ratio_scores(_row_dot(m, box), total, {"nonfinite_map": ~finite, "zero_map": total <= 0,
+                                                  "no_box": box.max(1) <= 0})
 
 
 def lung_normalized_energy(maps, boxes, lungs) -> Scores:
@@ -231,25 +250,25 @@ def lung_normalized_energy(maps, boxes, lungs) -> Scores:
     A map that merely stays inside the lungs (uniform over them) earns only the box share of
     the lung area, so this metric separates "looks at the lungs" from "looks at the lesion".
     """
-    m = _flat32(maps)
+    m, finite = _flat32(maps)
     box = _weights(boxes, len(m))
     lung = _weights(lungs, len(m))
     den = _row_dot(m, lung)
     num = _row_dot(m, lung * box)
-    return ratio_scores(num, den, {"zero_map": m.max(1) <= 0, "no_box": box.max(1) <= 0,
-                              "no_lung_energy": den <= 0})
+    return ratio_scores(num, den, {"nonfinite_map": ~finite, "zero_map": m.max(1) <= 0,
+                                   "no_box": box.max(1) <= 0, "no_lung_energy": den <= 0})
 
 
 def iou_dice(maps, boxes, thresholds) -> tuple[Scores, Scores]:
     """IoU and Dice of the thresholded map (``map > t``, ``t`` scalar or per image) vs the box
     union. An empty thresholded map scores 0 on both."""
-    m = _flat32(maps)
+    m, finite = _flat32(maps)
     box = _flatmask(boxes, len(m))
     t = np.broadcast_to(np.asarray(thresholds, np.float32), (len(m),))
     pred = m > t[:, None]
     inter = _row_counts(pred, box).astype(float)
     p, g = _row_counts(pred).astype(float), _row_counts(box).astype(float)
-    reasons = {"zero_map": m.max(1) <= 0, "no_box": g == 0}
+    reasons = {"nonfinite_map": ~finite, "zero_map": m.max(1) <= 0, "no_box": g == 0}
     return ratio_scores(inter, p + g - inter, reasons), ratio_scores(2 * inter, p + g, reasons)
 
 
@@ -261,7 +280,7 @@ def localization_auprc(maps, boxes, method: str = "auto", chunk: int = 128) -> S
             (exact for any floats), or ``"auto"`` (histogram when exact, else sort).
         chunk: images per vectorized block (bounds memory).
     """
-    m = as_maps(maps)
+    m, finite = finite_maps(maps)
     box = _flatmask(boxes, len(m))
     codes = float16_codes(m) if method in ("auto", "histogram") else None
     if method == "histogram" and codes is None:
@@ -276,7 +295,8 @@ def localization_auprc(maps, boxes, method: str = "auto", chunk: int = 128) -> S
         else:
             ap[sl] = ap_from_sort(m[sl].reshape(len(box[sl]), -1).astype(np.float64), box[sl])
     maxima = codes.max(1) if codes is not None else m.reshape(len(m), -1).max(1)  # uint16 max is fast
-    return ratio_scores(ap, np.ones(len(m)), {"zero_map": maxima <= 0, "no_box": ~box.any(1)})
+    return ratio_scores(ap, np.ones(len(m)), {"nonfinite_map": ~finite, "zero_map": maxima <= 0,
+                                              "no_box": ~box.any(1)})
 
 
 def pointwise_detection_map(maps, boxes, probs, tolerance: float = 0.0) -> float:
@@ -285,9 +305,9 @@ def pointwise_detection_map(maps, boxes, probs, tolerance: float = 0.0) -> float
     image's box union (within ``tolerance`` cells; a tied plateau when more than half of it
     does), a false positive otherwise (every detection
     on an image without boxes is one). Recall is over the images with boxes, so a positive
-    image whose map is all zero (no detection) counts as missed.
+    image whose map is all zero or not finite (no detection) counts as missed.
     """
-    m = as_maps(maps)
+    m = finite_maps(maps)[0]
     box = _flatmask(boxes, len(m))
     probs = np.asarray(probs, np.float64)
     detects = m.reshape(len(m), -1).max(1) > 0

@@ -7,7 +7,7 @@ rule ``iou@<rule>``, ``dice@<rule>``, ``rsna@<rule>`` (challenge score of the ma
 detector would, and an image with neither truth nor prediction is excluded). Over images:
 ``pointwise_map`` (WILDCAT pointwise detection AP). The rule ``tuned`` is a fraction of the
 maximum chosen on the validation images of the same maps (skipped when none was stored, or
-when every validation image with a box has an all-zero map);
+when every validation image with a box has an all-zero or non-finite map);
 ``iou_gated@<rule>`` (optional) applies CheXlocalize's probability gating over all images.
 
 Each metric's mean gets a 95% percentile CI resampling patients (:mod:`pneumoloc.bootstrap`).
@@ -77,7 +77,8 @@ def score_maps(maps: np.ndarray, gt: GroundTruth, probs: np.ndarray, rules: dict
     per-image thresholds. ``probs`` may hold NaN (no predictions): RSNA boxes then use prob 1.
     ``detection=False`` skips the RSNA box metric (e.g. for shuffled boxes); ``max_boxes`` caps
     the predicted boxes per image (largest components; RSNA images hold at most 4). Maps are scored in
-    blocks of ``chunk`` images converted to float32 once (cache-sized temporaries)."""
+    blocks of ``chunk`` images converted to float32 once (cache-sized temporaries). A map holding
+    NaN/inf is excluded (``nonfinite_map``) from the per-image metrics and predicts no box."""
     parts = []
     for a in range(0, len(maps), chunk):
         sl = slice(a, a + chunk)
@@ -92,12 +93,13 @@ def score_maps(maps: np.ndarray, gt: GroundTruth, probs: np.ndarray, rules: dict
         parts.append(d)
     out = {k: _concat([p[k] for p in parts]) for k in parts[0]}
     if detection:
+        clean = L.finite_maps(maps)[0]  # a NaN/inf map detects nothing, as an all-zero map
         p = np.where(np.isfinite(probs), probs, 1.0)
         w, h = gt.images["width"].to_numpy(float), gt.images["height"].to_numpy(float)
         called = np.flatnonzero(p >= rsna_gate)  # boxes only where the classifier calls pneumonia
         for rule, t in rules.items():
             preds = [np.zeros((0, 5))] * len(maps)
-            for i, bx in zip(called, component_boxes(maps[called], np.asarray(t)[called], w[called],
+            for i, bx in zip(called, component_boxes(clean[called], np.asarray(t)[called], w[called],
                                                   h[called], p[called], max_boxes=max_boxes)):
                 preds[i] = bx
             per = [image_precision(g, pr) for g, pr in zip(gt.boxes, preds)]
@@ -212,42 +214,46 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
         key = (size, tuple(ids[test]))
         if key not in gts:
             gts[key] = ground_truth(tables, ids[test], size, lung_source, **lung_options)
-        gt, maps = gts[key], ms.maps[test]
+        gt, stored = gts[key], ms.maps[test]
+        # a NaN/inf map is an all-zero map for thresholds, tuning and detection; score_maps gets
+        # the stored maps so that its per-image metrics exclude and count it (nonfinite_map)
+        maps, finite = L.finite_maps(stored)
         if model not in model_probs:  # one checked read (and checkpoint hash) per model
             model_probs[model] = _model_probs(run, model)
         probs = _probs(model_probs[model], ids[test])
         thr = {r: thresholds_for(r, maps) for r in rules}
         val = sp == "val"
+        vmaps = L.finite_maps(ms.maps[val])[0]
         tuned = np.nan
         if tune and val.any():
             vgt = L.box_masks(L.boxes_by_image(tables.boxes, ids[val]),
                               *_sizes(tables, ids[val]), size)
-            usable = vgt.reshape(len(vgt), -1).any(1) & (ms.maps[val].reshape(len(vgt), -1).max(1) > 0)
+            usable = vgt.reshape(len(vgt), -1).any(1) & (vmaps.reshape(len(vgt), -1).max(1) > 0)
             if usable.any():  # else no "tuned" rule for this model x method (tuned_fraction NaN)
-                tuned = tune_fraction(ms.maps[val], vgt)
+                tuned = tune_fraction(vmaps, vgt)
                 thr["tuned"] = fraction_thresholds(maps, tuned)
         info = {"target_layer": ms.meta.get("target_layer", ""), "feature_size": ms.meta.get("feature_size", ""),
                 "map_size": size,
                 "input_size": ms.meta.get("input_size", np.nan), "tuned_fraction": tuned,
                 "lung_source": gt.lungs.source, "lungs_approximate": gt.lungs.approximate}
         nonzero = maps.reshape(len(maps), -1).max(1) > 0
-        scores = score_maps(maps, gt, probs, thr, rsna_gate, tolerance)
+        scores = score_maps(stored, gt, probs, thr, rsna_gate, tolerance)
         if gating and np.isfinite(probs).all():
             first = rules[0]
             gate_t = rsna_gate
             vprobs = _probs(model_probs[model], ids[val])
             if val.any() and np.isfinite(vprobs).all():
-                vmaps = ms.maps[val]
                 vbox = L.box_masks(L.boxes_by_image(tables.boxes, ids[val]), *_sizes(tables, ids[val]), size)
                 gate_t = tune_gate(binarize(vmaps, thresholds_for(first, vmaps)), vbox, vprobs)
             g = gated_iou(binarize(maps, thr[first]), gt.box_masks, probs, gate_t)
-            scores[f"iou_gated@{first}"] = L.ratio_scores(g, np.ones(len(g)), {"zero_map": ~nonzero})
+            scores[f"iou_gated@{first}"] = L.ratio_scores(g, np.ones(len(g)), {"nonfinite_map": ~finite,
+                                                                               "zero_map": ~nonzero})
             info = {**info, "gate": gate_t}
         r, pi = _rows(model, method, "maps", info, scores, gt, probs, n_boot, seed, nonzero)
         rows += r
         per_image += pi
         shuffled = replace(gt, box_masks=shuffled_box_masks(gt.box_masks, gt.images["patient_id"], seed))
-        sc = score_maps(maps, shuffled, probs, thr, rsna_gate, tolerance, detection=False)
+        sc = score_maps(stored, shuffled, probs, thr, rsna_gate, tolerance, detection=False)
         sc.pop("lar")  # lungs are not shuffled: LAR is the same as for the real boxes
         rows += _rows(model, method, "shuffled_boxes", info, sc, shuffled, probs, n_boot, seed)[0]
     if baselines:
