@@ -314,3 +314,14 @@ def test_exif_orientation_in_a_png_rotates_it_too(tmp_path):
     Image.fromarray(_asym(24, 40)).save(path, format="PNG", exif=exif.tobytes())
     assert read_grayscale(path).shape == (40, 24) and probe_image(path) == (24, 40)
     assert np.abs(read_grayscale(path).astype(int) - np.rot90(_asym(24, 40), -1)).max() == 0
+
+
+def test_multi_picture_jpeg_is_a_jpeg_and_its_truncation_is_caught(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "a.jpeg"  # a camera's MPO: JPEG frames back to back (CIPA DC-007)
+    Image.fromarray(_asym()).save(path, format="MPO", save_all=True, append_images=[Image.fromarray(_asym())])
+    assert probe_image(path) == (40, 24) and read_grayscale(path).shape == (24, 40)
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        probe_image(path)

@@ -348,7 +348,7 @@ def _probe(path) -> tuple[int, int, int]:
     with _open_pil(path) as im:
         fmt, (w, h), orientation = im.format, im.size, _orientation(im)
     tail = _tail(path, 12)
-    if fmt == "JPEG" and b"\xff\xd9" not in tail:
+    if fmt in ("JPEG", "MPO") and b"\xff\xd9" not in tail:  # MPO: multi-picture JPEG
         raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
     if fmt == "PNG" and b"IEND" not in tail:
         raise ImageError(f"{path}: truncated PNG (no IEND chunk)")
