@@ -302,7 +302,7 @@ def test_probe_size_and_orientation_match_the_decoded_array(tmp_path, orientatio
     assert probe_image(path) == (w, h)
     sizes, _ = probe_images([path], progress=False)
     assert sizes.loc[0, "orientation"] == orientation
-    assert (w, h) == ((24, 40) if orientation >= 5 else (40, 24))  # 5-8 swap the axes (EXIF 2.32, 4.6.4)
+    assert (w, h) == ((24, 40) if orientation >= 5 else (40, 24))  # orientations 5-8 swap the axes
 
 
 def test_exif_orientation_in_a_png_rotates_it_too(tmp_path):

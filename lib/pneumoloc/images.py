@@ -25,8 +25,8 @@ file. Three rules keep the probe and the decoder in agreement:
   refused instead of being decoded by a parser nobody tested on radiographs.
 * EXIF orientation (tag 274; JPEG APP1 or a PNG ``eXIf`` chunk before the pixels) is
   read at open time by both: the decoder transposes the pixels and the probe reports
-  the transposed width and height (orientations 5-8 swap them; EXIF 2.32, 4.6.4
-  table 4). The readers refuse such an image when it has boxes
+  the transposed width and height (orientations 5-8 swap them; Exif 2.32, tag 274
+  Orientation). The readers refuse such an image when it has boxes
   (:func:`pneumoloc.readers.base.finish`), because a box table does not say whether
   its boxes were drawn on the stored or the displayed pixels.
 * A DICOM must have one frame: a multi-frame object (tomosynthesis, cine, a stack
@@ -59,10 +59,10 @@ __all__ = [
 MAX_PIXELS = 89_478_485
 # The Pillow formats any reader needs (Kermany/CheXpert/MIMIC-JPG: JPEG; NIH, phantom: PNG).
 ACCEPTED_FORMATS = ("PNG", "JPEG")
-# EXIF Orientation (tag 274) -> the PIL transpose that displays the image upright (EXIF 2.32, 4.6.4).
+# Exif Orientation (tag 274) -> the PIL transpose that displays the image upright (as ImageOps.exif_transpose).
 _EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
                    6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
-# DICOM BitsAllocated values a radiograph can use (PS3.5 8.1.1; 1-bit overlays are not images).
+# BitsAllocated of a radiograph (PS3.3 C.7.6.3.1.1 allows 1 or a multiple of 8; 1-bit data are masks).
 _BITS_ALLOCATED = (8, 16, 32)
 _T = TypeVar("_T")
 
