@@ -1,5 +1,12 @@
 """The training loop on a tiny run: determinism, resume equivalence, NaN stop, outputs, config checks."""
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -91,8 +98,9 @@ def test_resume_of_a_finished_run_changes_nothing_and_other_options_are_refused(
         train(cfg2, data, out, resume=True, progress=False)
 
 
-def test_corrupt_last_checkpoint_falls_back_to_best(runs):
-    out = runs["root"] / "again"
+def test_corrupt_last_checkpoint_falls_back_to_best(runs, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(runs["root"] / "again", out)  # other tests read the shared folder, in any order
     last = out / "last.pt"
     last.write_bytes(last.read_bytes()[:100])  # truncated after its checksum was recorded
     with pytest.warns(UserWarning, match="without optimizer state"):
@@ -150,3 +158,92 @@ def test_missing_split_column_is_a_clear_error(images):
     df, cache = images
     with pytest.raises(ValueError, match="notebook 01"):
         prepare_data(df.drop(columns="split"), TrainConfig.from_dict(TINY), cache_dir=cache)
+
+
+# -- interruptions at every kind of instant ----------------------------------------------
+
+DRIVER = Path(__file__).with_name("kill_resume_driver.py")
+
+
+class Killed(BaseException):
+    """Stands for a kill at an exact instant (BaseException: no handler in the library catches it)."""
+
+
+@pytest.fixture(scope="module")
+def moving_best(tmp_path_factory):
+    """The kill test's recipe and data: val AUC rises and falls, so best.pt moves and lags last.pt."""
+    from kill_resume_driver import RECIPE, make_images
+
+    root = tmp_path_factory.mktemp("moving")
+    cfg = TrainConfig.from_dict(RECIPE)
+    data = prepare_data(make_images(root / "images"), cfg, cache_dir=root / "cache", progress=False)
+    full = train(cfg, data, root / "full", progress=False)
+    assert full.best_epoch < len(full.history), "the recipe must end on epochs that do not improve"
+    return cfg, data, root, full
+
+
+def _crash_at(monkeypatch, name: str, epoch: int, when: str) -> None:
+    """Raise :class:`Killed` just before or after the rename of ``name`` during ``epoch`` (1-based)."""
+    real = os.replace
+
+    def replace(src, dst):
+        hit = Path(dst).name == name and load_epoch(src) == epoch
+        if hit and when == "before":
+            raise Killed(f"killed before renaming {name} of epoch {epoch}")
+        real(src, dst)
+        if hit and when == "after":
+            raise Killed(f"killed after renaming {name} of epoch {epoch}")
+
+    def load_epoch(src):
+        if name == "history.csv":
+            return len(pd.read_csv(src))
+        from pneumoloc.storage import load_torch
+        return load_torch(src)["epoch"]
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("name, epoch, when", [
+    ("last.pt", 1, "after"),       # before any best.pt exists
+    ("last.pt", 2, "before"),      # an improving epoch: best.pt may not run ahead of last.pt
+    ("best.pt", 2, "before"),      # last.pt says epoch 2 is best, best.pt still holds epoch 1
+    ("best.pt", 2, "after"),
+    ("history.csv", 5, "before"),  # the final epoch: both checkpoints written, history.csv stale
+])
+def test_crash_at_a_write_then_resume_equals_uninterrupted_run(moving_best, tmp_path, monkeypatch, name, epoch, when):
+    cfg, data, root, full = moving_best
+    out = tmp_path / "cut"
+    _crash_at(monkeypatch, name, epoch, when)
+    try:
+        train(cfg, data, out, progress=False)
+    except Killed:
+        pass
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a resume without optimizer state warns: that would be a loss
+        resumed = train(cfg, data, out, resume=True, progress=False)
+    pd.testing.assert_frame_equal(full.history[["epoch"] + COLS], resumed.history[["epoch"] + COLS])
+    pd.testing.assert_frame_equal(pd.read_csv(root / "full" / "history.csv")[["epoch"] + COLS],
+                                  pd.read_csv(out / "history.csv")[["epoch"] + COLS])
+    assert resumed.best_epoch == full.best_epoch
+    best, ref = load_checkpoint(out / "best.pt"), load_checkpoint(root / "full" / "best.pt")
+    assert best["epoch"] == ref["epoch"] == full.best_epoch
+    for k, v in ref["model_state"].items():
+        assert torch.equal(best["model_state"][k], v), k
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the driver forks one child per training")
+def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
+    """SIGKILL at 20 seeded instants (just after each of the run's 13 atomic writes, inside 2 drawn
+    writes, 5 drawn over the whole run, one of them killed again while resuming); each resumed run
+    ends with the uninterrupted run's history, history.csv and best.pt/last.pt weights, bitwise."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(DRIVER.parent)}
+    proc = subprocess.run([sys.executable, str(DRIVER), str(tmp_path), "20", "0"], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    failed = [t for t in report["trials"] if not t["equal"]]
+    assert not failed, json.dumps(failed, indent=1)[:4000] + proc.stderr[-2000:]
+    kills = [k for t in report["trials"] for k in t["after_kills"]]
+    assert len(report["trials"]) == 20 and len(report["reference"]["writes"]) == 13
+    assert any(k["temp_files"] for k in kills), "no kill landed inside a write"

@@ -16,6 +16,13 @@ interruption ends with exactly the metrics of an uninterrupted run (on the CPU;
 CUDA kernels are not bitwise deterministic). A non-finite loss stops the run with
 a message rather than silently training on NaNs.
 
+Interruptions at any instant, ``kill -9`` included: each epoch writes ``last.pt``,
+then ``best.pt`` (when the epoch improved), then ``history.csv``, each atomically.
+``last.pt`` is never behind ``best.pt``, so a resume always has the optimizer state
+of the latest finished epoch; it records the best epoch, so a resume killed after
+``last.pt`` and before ``best.pt`` rewrites ``best.pt`` from ``last.pt`` (whose weights
+are then the best ones), and it rewrites ``history.csv`` from the recorded history.
+
 Model selection follows the MIMIC-CXR study and Shahi & Bagale: the best epoch by
 validation ROC-AUC (mean over findings for multi-label) is kept as ``best.pt``,
 training stops after ``patience`` epochs without improvement.
@@ -113,6 +120,53 @@ def _checkpoint(path: Path, model, cfg: TrainConfig, state: dict, opt=None, sche
     save_checkpoint(path, model, **extra)
 
 
+def _save_epoch(out_dir: Path, model, cfg: TrainConfig, state: dict, improved: bool, opt, sched, scaler) -> None:
+    """Write the epoch's files, ``last.pt`` first: it must never be behind ``best.pt`` (module docstring)."""
+    from .storage import save_table
+
+    _checkpoint(out_dir / "last.pt", model, cfg, state, opt, sched, scaler)
+    if improved:
+        _checkpoint(out_dir / "best.pt", model, cfg, state)
+    save_table(out_dir / "history.csv", pd.DataFrame(state["history"]))
+
+
+def _holds_best(path: Path, model, cfg: TrainConfig, state: dict) -> bool:
+    """Whether ``path`` is this run's checkpoint of ``state``'s best epoch (same weights if that is the last one)."""
+    from .checkpoints import load_checkpoint
+
+    try:
+        best = load_checkpoint(path)
+    except Exception:  # missing, corrupt or foreign: not the best checkpoint of this run
+        return False
+    if best.get("epoch") != state["best_epoch"] or best.get("train_config") != cfg.as_dict():
+        return False
+    if state["best_epoch"] != state["epoch"] + 1:
+        return True
+    current = model.state_dict()
+    return best["model_state"].keys() == current.keys() and all(
+        torch.equal(v, current[k].detach().cpu()) for k, v in best["model_state"].items())
+
+
+def _repair_after_resume(out_dir: Path, model, cfg: TrainConfig, state: dict) -> None:
+    """Bring ``best.pt`` and ``history.csv`` up to the resumed ``last.pt`` (a kill may fall between them).
+
+    Raises:
+        CorruptFileError: ``best.pt`` of an earlier epoch is missing or damaged; its weights are lost.
+    """
+    from .storage import CorruptFileError, save_table
+
+    best = out_dir / "best.pt"
+    if state["best_epoch"] >= 1 and not _holds_best(best, model, cfg, state):
+        if state["best_epoch"] != state["epoch"] + 1:
+            raise CorruptFileError(
+                f"{best} should hold epoch {state['best_epoch']} (the best so far, recorded in last.pt) but is "
+                f"missing, damaged or from another run, and last.pt holds epoch {state['epoch'] + 1}: the best "
+                "weights are lost; train again with resume=False (or into a new folder)")
+        _checkpoint(best, model, cfg, state)  # last.pt's weights are the best ones
+    if state["history"]:
+        save_table(out_dir / "history.csv", pd.DataFrame(state["history"]))
+
+
 def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, progress: bool = True,
           on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train, validate each epoch, keep ``best.pt`` and ``last.pt`` and ``history.csv`` in ``out_dir``.
@@ -128,9 +182,10 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
     from .backbones import build_model
     from .checkpoints import latest_good_checkpoint, load_checkpoint
     from .devices import pick_device
-    from .storage import save_table
+    from .storage import clean_stale_temps
 
     out_dir = Path(out_dir)
+    clean_stale_temps(out_dir)  # temp files of a killed run
     device = pick_device(cfg.device)
     train_rows, val_rows = data.indices("train"), data.indices("val")
     if len(train_rows) < 2 or len(val_rows) < 1:
@@ -149,7 +204,9 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp)
     state = {"epoch": -1, "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": [],
              "stopped": ""}
-    last = latest_good_checkpoint([out_dir / "last.pt", out_dir / "best.pt"]) if resume else None
+    # last.pt is never behind best.pt and alone holds the optimizer state: best.pt only if last.pt fails
+    last = (latest_good_checkpoint([out_dir / "last.pt"]) or latest_good_checkpoint([out_dir / "best.pt"])
+            if resume else None)
     if last is not None:
         ck = load_checkpoint(last)
         saved = {k: v for k, v in ck["train_config"].items() if k != "device"}
@@ -166,6 +223,7 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
             warnings.warn(f"resuming from {last.name} without optimizer state (last.pt failed its check); "
                           "the result will differ from an uninterrupted run")
         state = ck["train_state"]
+        _repair_after_resume(out_dir, model, cfg, state)
         if state["epoch"] + 1 < cfg.epochs and state["stopped"] == "":
             print(f"resuming {cfg.backbone} after epoch {state['epoch'] + 1} from {last}")
     y_val = data.targets[val_rows]
@@ -187,10 +245,7 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
             state.update(best_score=monitored, best_epoch=epoch + 1)
         if state["bad_epochs"] >= cfg.patience:
             state["stopped"] = "early_stopping"
-        if improved:
-            _checkpoint(out_dir / "best.pt", model, cfg, state)
-        _checkpoint(out_dir / "last.pt", model, cfg, state, opt, sched, scaler)
-        save_table(out_dir / "history.csv", pd.DataFrame(state["history"]))
+        _save_epoch(out_dir, model, cfg, state, improved, opt, sched, scaler)
         ran += 1
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
