@@ -279,21 +279,19 @@ def test_localization_scores_use_notebook_04_metrics():
 
 def test_load_member_maps_aligns_stored_maps(tmp_path):
     from pneumoloc.ensemble_report import load_member_maps
-    from pneumoloc.maps import map_file
-    from pneumoloc.storage import save_arrays, save_json
+    from pneumoloc.maps import map_file, save_maps
 
     run = RunPaths(root=tmp_path / "run", figures=tmp_path / "fig")
     maps = RNG.random((2, 4, 3, 3)).astype(np.float16)
     ids = {"m1": ["a", "b", "c", "d"], "m2": ["d", "c", "b", "x"]}
     for k, name in enumerate(["m1", "m2"]):
         path = map_file(run, name, "gradcam")
-        save_arrays(path, maps=maps[k], image_ids=np.array(ids[name]))
-        save_json(path.with_suffix(".json"), {"model": name, "method": "gradcam", "map_size": 3})
+        save_maps(path, maps[k], np.array(ids[name]), {"model": name, "method": "gradcam", "map_size": 3})
     got_ids, got = load_member_maps(run, ["m1", "m2"], "gradcam", ["d", "a", "b"])
     assert got_ids.tolist() == ["d", "b"]  # "a" lacks an m2 map
     np.testing.assert_array_equal(got[0], maps[0][[3, 1]].astype(np.float32))
     np.testing.assert_array_equal(got[1], maps[1][[0, 2]].astype(np.float32))
-    save_arrays(map_file(run, "m2", "gradcam"), maps=RNG.random((4, 5, 5)).astype(np.float16),
-                image_ids=np.array(ids["m2"]))
+    save_maps(map_file(run, "m2", "gradcam"), RNG.random((4, 5, 5)).astype(np.float16), np.array(ids["m2"]),
+              {"model": "m2", "method": "gradcam", "map_size": 5})
     with pytest.raises(ValueError, match="differ in size"):
         load_member_maps(run, ["m1", "m2"], "gradcam")

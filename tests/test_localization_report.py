@@ -7,7 +7,8 @@ from PIL import Image
 from pneumoloc import localization as L
 from pneumoloc.dataset import DatasetTables, save_tables
 from pneumoloc.paths import RunPaths
-from pneumoloc.storage import save_arrays, save_json
+from pneumoloc.maps import save_maps
+from pneumoloc.storage import save_arrays
 
 SIZE = 16  # map side M
 IMG = 64   # original image side
@@ -42,8 +43,7 @@ def _synthetic_run(tmp_path, with_val_maps=True):
             ("good", "gradcam@layer3"): np.clip(truth + 0.3 * rng.random(truth.shape), 0, 1).astype(np.float16)}
     for (model, method), m in maps.items():
         stem = method.replace("@", "_")
-        save_arrays(run.maps / model / f"{stem}.npz", maps=m, image_ids=ids.astype(str))
-        save_json(run.maps / model / f"{stem}.json", {"model": model, "method": method, "n": len(ids),
+        save_maps(run.maps / model / f"{stem}.npz", m, ids, {"model": model, "method": method, "n": len(ids),
                   "map_size": SIZE, "input_size": 32, "target_layer": "backbone.layer4", "target": "pneumonia"})
     for model in ("good", "bad"):
         pred = keep[["image_id", "patient_id", "split", "label"]].assign(prob=0.2 + 0.6 * keep["label"])
@@ -185,7 +185,7 @@ def test_all_zero_validation_maps_skip_tuning_instead_of_failing(tmp_path):
     val = np.isin(arrays["image_ids"], images.loc[images["split"] == "val", "image_id"])
     maps = arrays["maps"].copy()
     maps[val] = 0
-    save_arrays(path, maps=maps, image_ids=arrays["image_ids"])
+    save_arrays(path, **{**arrays, "maps": maps})  # the metadata inside stays
     m = score_run(run, n_boot=20, progress=False, gating=True).metrics
     bad = m[(m.model == "bad") & (m.method == "gradcam") & (m.variant == "maps")]
     good = m[(m.model == "good") & (m.method == "gradcam") & (m.variant == "maps")]
@@ -206,11 +206,11 @@ def test_nonfinite_maps_are_counted_like_zero_maps_in_the_report(tmp_path):
     maps[rows[0]] = np.nan
     maps[rows[1], 2, 3] = np.inf
     maps[rows[2], 0, 0] = np.nan
-    save_arrays(path, maps=maps, image_ids=arrays["image_ids"])
+    save_arrays(path, **{**arrays, "maps": maps})  # the metadata inside stays
     kw = {"models": ["bad"], "n_boot": 20, "progress": False, "gating": True, "baselines": False}
     nonfinite = score_run(run, **kw).metrics
     maps[rows] = 0
-    save_arrays(path, maps=maps, image_ids=arrays["image_ids"])
+    save_arrays(path, **{**arrays, "maps": maps})  # the metadata inside stays
     zero = score_run(run, **kw).metrics
     cols = ["variant", "metric", "n", "value", "low", "high"]
     pd.testing.assert_frame_equal(nonfinite[cols], zero[cols])

@@ -69,8 +69,8 @@ def test_compute_store_and_load(run):
     assert float(stored.maps.min()) >= 0 and float(stored.maps.max()) <= 1
     assert stored.meta["checkpoint_sha256"] and stored.meta["target_layer"] == "backbone.layer4"
     assert stored.meta["input_size"] == SIZE and stored.meta["parameters"]["map_size"] == 16
-    listed = M.list_maps(run)
-    assert listed[["model", "method"]].values.tolist() == [["resnet18", "gradcam"]]
+    listed = M.list_maps(run).set_index("method")  # other tests add methods to this run, in any order
+    assert listed.loc["gradcam", ["model", "n", "map_size"]].tolist() == ["resnet18", 6, 16]
 
 
 def test_stored_maps_equal_the_grad_cam_package_resized(run):
@@ -148,3 +148,67 @@ def test_store_as_keeps_a_layer_variant_beside_the_default_and_holds_several_spl
 def test_unknown_split_is_an_error(run):
     with pytest.raises(ValueError, match="split"):
         M.compute_maps(run, "resnet18", "gradcam", split=["val", "tset"], progress=False)
+
+
+class Killed(BaseException):
+    """Stands for a kill at an exact instant (BaseException: no handler in the library catches it)."""
+
+
+def test_maps_and_their_parameters_are_one_unit(tmp_path, monkeypatch):
+    import os
+
+    run = make_run(tmp_path)
+    M.compute_maps(run, "resnet18", "gradcam", map_size=16, progress=False)
+    real, renamed = os.replace, []
+
+    def replace(src, dst):  # the first rename goes through, the process dies at the next one
+        if renamed:
+            raise Killed(f"killed before renaming onto {dst}")
+        renamed.append(dst)
+        real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    try:
+        M.compute_maps(run, "resnet18", "gradcam", map_size=8, progress=False)
+    except Killed:
+        pass
+    monkeypatch.undo()
+    stored = M.load_maps(run, "resnet18", "gradcam")
+    assert stored.meta["map_size"] == stored.meta["parameters"]["map_size"] == stored.map_size
+    assert sorted(p.name for p in (run.maps / "resnet18").iterdir()) == ["gradcam.npz"]
+
+
+def test_maps_of_another_checkpoint_are_refused_naming_the_stage(tmp_path):
+    from pneumoloc.model_outputs import StaleArtifactError
+
+    run = make_run(tmp_path)
+    M.compute_maps(run, "resnet18", "gradcam", map_size=8, progress=False)
+    torch.manual_seed(7)  # retrained: best.pt changes, the stored maps do not
+    save_checkpoint(run.model_dir("resnet18") / "best.pt", build_model("resnet18", image_size=SIZE))
+    with pytest.raises(StaleArtifactError, match=r"gradcam.npz of resnet18 was made by checkpoint \w+.* "
+                                                 r"but .*best.pt is \w+.*rerun 03_gradcam_gallery"):
+        M.load_maps(run, "resnet18", "gradcam")
+    M.compute_maps(run, "resnet18", "gradcam", map_size=8, progress=False)  # recomputed for the new one
+    assert M.load_maps(run, "resnet18", "gradcam").meta["checkpoint_sha256"] == M.checkpoint_sha256(
+        run.model_dir("resnet18") / "best.pt")
+    (run.model_dir("resnet18") / "best.pt").unlink()
+    with pytest.raises(StaleArtifactError, match="does not exist.*rerun 02_train_backbone"):
+        M.load_maps(run, "resnet18", "gradcam")
+
+
+def test_maps_stored_with_a_separate_json_are_refused_and_recomputed(tmp_path):
+    from pneumoloc.model_outputs import StaleArtifactError
+    from pneumoloc.storage import save_arrays, save_json
+
+    run = make_run(tmp_path)
+    fresh = M.compute_maps(run, "resnet18", "gradcam", map_size=8, progress=False)["gradcam"]
+    path = M.map_file(run, "resnet18", "gradcam")
+    save_arrays(path, maps=fresh.maps, image_ids=fresh.image_ids.astype(str))  # the layout with metadata beside
+    save_json(path.with_suffix(".json"), fresh.meta)
+    with pytest.raises(StaleArtifactError, match="gradcam.npz.*no metadata inside.*rerun 03_gradcam_gallery"):
+        M.load_maps(run, "resnet18", "gradcam")
+    with pytest.warns(UserWarning, match="gradcam.npz"):
+        assert M.list_maps(run).empty
+    again = M.compute_maps(run, "resnet18", "gradcam", map_size=8, progress=False)["gradcam"]
+    np.testing.assert_array_equal(again.maps, fresh.maps)
+    assert M.load_maps(run, "resnet18", "gradcam").meta["parameters"] == fresh.meta["parameters"]
+    assert not path.with_suffix(".json").exists()

@@ -3,9 +3,19 @@
 Layout (shared contract, see the team brief)::
 
     run.maps/<model>/<method>.npz    maps float16 [N, M, M] (min-max per image, squashed
-                                     S x S frame resized to M), image_ids unicode [N]
-    run.maps/<model>/<method>.json   target layer, sizes, target, checkpoint sha256,
-                                     parameters, provenance
+                                     S x S frame resized to M), image_ids unicode [N],
+                                     meta_json: one JSON string (target layer, sizes, target,
+                                     checkpoint sha256, parameters, provenance)
+
+Maps and their metadata are one file written by one atomic rename, with its SHA-256
+inside (:func:`pneumoloc.storage.save_arrays`): a crash can never leave new maps beside
+old parameters. A file without ``meta_json`` (the older layout, metadata in a ``.json``
+beside it) is refused, and :func:`compute_maps` stores it again.
+
+Every load checks that the maps were made by the model's current checkpoint (the
+SHA-256 of the file, as :mod:`pneumoloc.model_outputs` does for predictions and metrics):
+maps of a retrained model are refused with the stage to rerun, never mixed with the
+new model's predictions.
 
 A multi-label model explained with ``target="findings"`` stores one file per finding,
 ``<method>@<finding>.npz``. ``store_as`` stores a variant under its own name, e.g. the
@@ -17,6 +27,9 @@ checkpoint (sha256) with the same parameters for the same images.
 """
 from __future__ import annotations
 
+import json
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,12 +37,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .model_outputs import TRAIN_STAGE, StaleArtifactError
 from .paths import RunPaths, safe_name
 from .provenance import provenance
-from .storage import load_arrays, load_json, save_arrays, save_json, sha256_of
+from .storage import CorruptFileError, clean_stale_temps, json_text, load_arrays, save_arrays, sha256_of
 
-__all__ = ["MapSet", "map_file", "load_maps", "list_maps", "compute_maps", "map_parameters",
-           "resize_maps", "checkpoint_sha256", "model_input_size"]
+__all__ = ["MapSet", "map_file", "save_maps", "read_maps", "load_maps", "list_maps", "compute_maps",
+           "map_parameters", "resize_maps", "checkpoint_sha256", "model_input_size", "MAPS_STAGE"]
+
+MAPS_STAGE = "03_gradcam_gallery"  # the notebook that computes and stores the maps
+_META = "meta_json"  # array name of the metadata inside the .npz
+_SHOWN = 12  # hex digits of a digest shown in messages
 
 
 @dataclass
@@ -70,26 +88,91 @@ def map_file(run: RunPaths, model: str, method: str) -> Path:
     return run.maps / safe_name(model) / f"{safe_name(method)}.npz"
 
 
+def save_maps(path: str | os.PathLike, maps: np.ndarray, image_ids: np.ndarray, meta: dict) -> Path:
+    """Store ``maps [N, M, M]``, ``image_ids [N]`` and ``meta`` as one file (one atomic rename).
+
+    A ``.json`` beside it from the older layout is removed afterwards.
+    """
+    path = Path(path)
+    save_arrays(path, maps=np.ascontiguousarray(maps), image_ids=np.asarray(image_ids).astype(str),
+                **{_META: np.array(json_text(meta))})
+    path.with_suffix(".json").unlink(missing_ok=True)
+    return path
+
+
+def read_maps(path: str | os.PathLike) -> MapSet:
+    """The maps, ids and metadata of one file written by :func:`save_maps`, checksum verified.
+
+    Raises:
+        CorruptFileError: truncated or damaged file.
+        StaleArtifactError: a file of the older layout (no metadata inside).
+    """
+    path = Path(path)
+    arrays = load_arrays(path)
+    if _META not in arrays:
+        raise StaleArtifactError(f"{path} has no metadata inside (the older layout kept it in "
+                                 f"{path.with_suffix('.json').name}, which a crash could leave out of step): "
+                                 f"rerun {MAPS_STAGE} to store it again")
+    return MapSet(arrays["image_ids"].astype(str), arrays["maps"], json.loads(str(arrays[_META])))
+
+
+def _check_checkpoint(run: RunPaths, model: str, path: Path, meta: dict) -> None:
+    """Raise :class:`StaleArtifactError` unless the maps were made by ``model``'s current checkpoint.
+
+    Maps that record no checkpoint load only when the model has no ``best.pt`` (maps
+    computed elsewhere), as :mod:`pneumoloc.model_outputs` treats predictions.
+    """
+    recorded = meta.get("checkpoint_sha256")
+    ckpt = run.model_dir(model) / Path(meta.get("checkpoint") or "best.pt").name
+    current = checkpoint_sha256(ckpt) if ckpt.exists() else None
+    if recorded == current:
+        return
+    what = f"{path.name} of {model}"
+    if recorded is None:
+        why = (f"{what} records no checkpoint but {ckpt} exists ({current[:_SHOWN]}…), so which model made "
+               f"them is unknown: rerun {MAPS_STAGE}")
+    elif current is None:
+        why = (f"{what} was made by checkpoint {recorded[:_SHOWN]}… but {ckpt} does not exist: rerun "
+               f"{TRAIN_STAGE}[{model}], then {MAPS_STAGE}")
+    else:
+        why = (f"{what} was made by checkpoint {recorded[:_SHOWN]}… but {ckpt} is {current[:_SHOWN]}… "
+               f"(retrained): rerun {MAPS_STAGE}")
+    raise StaleArtifactError(f"{why} (file: {path})")
+
+
 def load_maps(run: RunPaths, model: str, method: str) -> MapSet:
-    """Read stored maps; the error names the missing file and the notebook that writes it."""
+    """Read stored maps, refused unless made by the model's current checkpoint.
+
+    Raises:
+        FileNotFoundError: no such maps (the message names the call and notebook that write them).
+        CorruptFileError: truncated or damaged file.
+        StaleArtifactError: older layout, or maps of another checkpoint (the message names the stage to rerun).
+    """
     path = map_file(run, model, method)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: compute it with pneumoloc.maps.compute_maps("
-                                f"run, {model!r}, {method!r}) (notebook 03)")
-    arrays = load_arrays(path)
-    return MapSet(arrays["image_ids"].astype(str), arrays["maps"], load_json(path.with_suffix(".json")))
+                                f"run, {model!r}, {method!r}) (notebook {MAPS_STAGE})")
+    stored = read_maps(path)
+    _check_checkpoint(run, model, path, stored.meta)
+    return stored
 
 
 def list_maps(run: RunPaths) -> pd.DataFrame:
-    """One row per stored map file: ``model, method, n, map_size, target, path``."""
+    """One row per stored map file: ``model, method, n, map_size, target, path``.
+
+    Files that cannot be read (damaged, or the older layout) are left out with a warning
+    naming them; :func:`load_maps` refuses them with the stage to rerun.
+    """
     rows = []
-    for js in sorted(run.maps.glob("*/*.json")) if run.maps.exists() else []:
-        if not js.with_suffix(".npz").exists():
+    for npz in sorted(run.maps.glob("*/*.npz")) if run.maps.exists() else []:
+        try:
+            meta = read_maps(npz).meta
+        except (CorruptFileError, StaleArtifactError) as e:
+            warnings.warn(f"stored maps skipped: {e}", stacklevel=2)
             continue
-        meta = load_json(js)
-        rows.append({"model": meta.get("model", js.parent.name), "method": meta.get("method", js.stem),
+        rows.append({"model": meta.get("model", npz.parent.name), "method": meta.get("method", npz.stem),
                      "n": meta.get("n"), "map_size": meta.get("map_size"), "target": meta.get("target"),
-                     "path": str(js.with_suffix(".npz"))})
+                     "path": str(npz)})
     return pd.DataFrame(rows, columns=["model", "method", "n", "map_size", "target", "path"])
 
 
@@ -107,9 +190,19 @@ def resize_maps(maps, size: int):
     return normalize_maps(out.reshape(b, t, size, size))
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
 def checkpoint_sha256(path: Path) -> str:
-    side = path.with_name(path.name + ".sha256")
-    return side.read_text().strip() if side.exists() else sha256_of(path)
+    """SHA-256 of the checkpoint file (:func:`pneumoloc.storage.sha256_of`), hashed once per version.
+
+    A rewrite is an atomic rename, hence a new inode: the cache key changes with the file.
+    """
+    st = Path(path).stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_of(path)
+    return _DIGESTS[key]
 
 
 def model_input_size(model) -> int:
@@ -149,10 +242,10 @@ def _up_to_date(run: RunPaths, model_name: str, names: list[str], sha: str, para
                 image_ids: np.ndarray) -> bool:
     for name in names:
         path = map_file(run, model_name, name)
-        js = path.with_suffix(".json")
-        if not (path.exists() and js.exists()):
+        try:
+            meta = read_maps(path).meta
+        except (FileNotFoundError, CorruptFileError, StaleArtifactError):
             return False
-        meta = load_json(js)
         if meta.get("checkpoint_sha256") != sha or meta.get("parameters") != params:
             return False
         if meta.get("image_ids_sha256") != _ids_digest(image_ids):
@@ -217,6 +310,7 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
     images = tables.images if "all" in splits else tables.images[tables.images["split"].isin(splits)]
     if images.empty:
         raise ValueError(f"split={split!r} has no images in {run.images_table}")
+    clean_stale_temps(run.maps / safe_name(model_name))  # temp files of a killed run
     dev = pick_device(device)
     model = load_model(ckpt, device=str(dev))
     size = input_size or model_input_size(model)
@@ -243,8 +337,6 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
                 "map_size": map_size, "input_size": size, "target": target, "target_layer": ex.layer_name,
                 "feature_size": features, "target_index": t, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "parameters": params,
                 "image_ids_sha256": _ids_digest(ids), "provenance": provenance()}
-        path = map_file(run, model_name, name)
-        save_arrays(path, maps=np.ascontiguousarray(out[:, t]), image_ids=ids.astype(str))
-        save_json(path.with_suffix(".json"), meta)  # written last: marks a complete store
-        result[name] = MapSet(ids, out[:, t], meta)
+        save_maps(map_file(run, model_name, name), out[:, t], ids, meta)
+        result[name] = MapSet(ids.astype(str), out[:, t], meta)
     return result

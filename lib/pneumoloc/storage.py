@@ -40,7 +40,7 @@ import pandas as pd
 __all__ = [
     "atomic_write", "write_bytes", "save_json", "load_json", "save_table", "load_table",
     "sha256_of", "verify", "save_torch", "load_torch", "CorruptFileError", "save_arrays", "load_arrays",
-    "write_checked", "read_checked", "clean_stale_temps", "STALE_TEMP_SECONDS",
+    "write_checked", "read_checked", "clean_stale_temps", "STALE_TEMP_SECONDS", "json_text",
 ]
 
 _MAGIC = b"pneumoloc-sha256:"
@@ -142,9 +142,13 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in JSON")
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as indented JSON; numpy scalars and arrays and paths become plain values, NaN is refused."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
-    return write_bytes(path, (text + "\n").encode())
+    return write_bytes(path, (json_text(obj) + "\n").encode())
 
 
 def load_json(path: str | os.PathLike) -> Any:
