@@ -247,3 +247,29 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
     kills = [k for t in report["trials"] for k in t["after_kills"]]
     assert len(report["trials"]) == 20 and len(report["reference"]["writes"]) == 13
     assert any(k["temp_files"] for k in kills), "no kill landed inside a write"
+
+
+def test_resume_on_another_device_setting_keeps_the_recorded_best(moving_best, tmp_path, monkeypatch):
+    """The device is not part of the recipe: best.pt of an earlier epoch stays valid when resuming elsewhere."""
+    cfg, data, root, full = moving_best
+    out = tmp_path / "cut"
+    _crash_at(monkeypatch, "last.pt", 3, "after")  # best.pt holds epoch 2, last.pt epoch 3
+    with pytest.raises(Killed):
+        train(cfg, data, out, progress=False)
+    monkeypatch.undo()
+    elsewhere = TrainConfig.from_dict({**cfg.as_dict(), "device": "cpu"})
+    resumed = train(elsewhere, data, out, resume=True, progress=False)
+    pd.testing.assert_frame_equal(full.history[["epoch"] + COLS], resumed.history[["epoch"] + COLS])
+    assert load_checkpoint(out / "best.pt")["epoch"] == full.best_epoch
+
+
+def test_lost_best_checkpoint_is_a_clear_error(moving_best, tmp_path, monkeypatch):
+    cfg, data, root, full = moving_best
+    out = tmp_path / "cut"
+    _crash_at(monkeypatch, "last.pt", 3, "after")
+    with pytest.raises(Killed):
+        train(cfg, data, out, progress=False)
+    monkeypatch.undo()
+    (out / "best.pt").write_bytes(b"damaged after the fact")
+    with pytest.raises(RuntimeError, match=r"best.pt should hold epoch 2 .*resume=False"):
+        train(cfg, data, out, resume=True, progress=False)

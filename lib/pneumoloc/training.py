@@ -120,6 +120,11 @@ def _checkpoint(path: Path, model, cfg: TrainConfig, state: dict, opt=None, sche
     save_checkpoint(path, model, **extra)
 
 
+def _recipe(train_config: dict) -> dict:
+    """What must match to resume: every option but the device (a run may move between machines)."""
+    return {k: v for k, v in train_config.items() if k != "device"}
+
+
 def _save_epoch(out_dir: Path, model, cfg: TrainConfig, state: dict, improved: bool, opt, sched, scaler) -> None:
     """Write the epoch's files, ``last.pt`` first: it must never be behind ``best.pt`` (module docstring)."""
     from .storage import save_table
@@ -138,7 +143,7 @@ def _holds_best(path: Path, model, cfg: TrainConfig, state: dict) -> bool:
         best = load_checkpoint(path)
     except Exception:  # missing, corrupt or foreign: not the best checkpoint of this run
         return False
-    if best.get("epoch") != state["best_epoch"] or best.get("train_config") != cfg.as_dict():
+    if best.get("epoch") != state["best_epoch"] or _recipe(best.get("train_config") or {}) != _recipe(cfg.as_dict()):
         return False
     if state["best_epoch"] != state["epoch"] + 1:
         return True
@@ -209,8 +214,7 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
             if resume else None)
     if last is not None:
         ck = load_checkpoint(last)
-        saved = {k: v for k, v in ck["train_config"].items() if k != "device"}
-        diff = sorted(k for k, v in saved.items() if cfg.as_dict().get(k) != v)
+        diff = sorted(k for k, v in _recipe(ck["train_config"]).items() if cfg.as_dict().get(k) != v)
         if diff:
             raise ValueError(f"resume=True but {last} was trained with different options {diff}; "
                              "use the same parameters or resume=False (or a new run_dir)")
