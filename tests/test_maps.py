@@ -212,3 +212,19 @@ def test_maps_stored_with_a_separate_json_are_refused_and_recomputed(tmp_path):
     np.testing.assert_array_equal(again.maps, fresh.maps)
     assert M.load_maps(run, "resnet18", "gradcam").meta["parameters"] == fresh.meta["parameters"]
     assert not path.with_suffix(".json").exists()
+
+
+def test_compute_maps_removes_temp_files_of_a_killed_run(run):
+    import subprocess
+    import sys
+
+    from pneumoloc import storage
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = run.maps / "resnet18"
+    folder.mkdir(parents=True, exist_ok=True)
+    left = folder / f".gradcam.npz.{dead.pid}@{storage._host_tag()}.abc.tmp"
+    left.write_bytes(b"half a file")
+    M.compute_maps(run, "resnet18", "gradcam", map_size=16, target="predicted", progress=False)
+    assert not left.exists()

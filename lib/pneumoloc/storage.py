@@ -4,7 +4,7 @@ Every artifact is written atomically: to a temporary file in the same folder,
 flushed and ``fsync``-ed, then renamed over the destination (``os.replace`` is
 atomic on POSIX within one file system). A crash leaves either the old file or
 the new one, never half of either. The temporary file's name records its writer
-(``.<name>.<pid>@<host>.<random>.tmp``), so the next write into a folder removes
+(``.<name>.<pid>@<host>.<random>.tmp``), so a later write into the folder removes
 the temp files of writers that were killed (``kill -9`` skips every cleanup
 handler) and leaves those of writers still at work.
 
@@ -104,14 +104,20 @@ def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> lis
     return removed
 
 
+_CLEANED: set[str] = set()  # folders this process has cleaned (a folder of images is written file by file)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename over ``path``.
 
-    Temp files that killed writers left in the folder are removed first.
+    The first write of this process into a folder removes the temp files that killed
+    writers left there; the training and map entry points clean their folder on every call.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(path.parent)
+    if str(path.parent) not in _CLEANED:
+        clean_stale_temps(path.parent)
+        _CLEANED.add(str(path.parent))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_host_tag()}.", suffix=".tmp",
                                dir=path.parent)
     try:
