@@ -95,12 +95,16 @@ def test_classifier_auc_refuses_predictions_of_an_old_checkpoint(tmp_path):
 
 def test_localization_scoring_refuses_predictions_of_an_old_checkpoint(tmp_path):
     from pneumoloc.localization_report import score_run
+    from pneumoloc.maps import read_maps, save_maps
     from test_localization_report import _synthetic_run  # a run in the stored-maps format
 
     run, _, _ = _synthetic_run(tmp_path, with_val_maps=False)
 
     pred = pd.read_csv(run.model_dir("good") / "predictions.csv", dtype={"image_id": str, "patient_id": str})
     write_bytes(run.model_dir("good") / "best.pt", NEW)
+    for npz in (run.maps / "good").glob("*.npz"):  # maps of the current best.pt: only the predictions are stale
+        stored = read_maps(npz)
+        save_maps(npz, stored.maps, stored.image_ids, {**stored.meta, "checkpoint_sha256": NEW_SHA})
     save_table(run.model_dir("good") / "predictions.csv", pred.assign(checkpoint_sha256=OLD_SHA))
     with pytest.raises(StaleArtifactError, match=STALE.format(m="good", old=OLD_SHA[:12], new=NEW_SHA[:12])):
         score_run(run, models=["good"], methods=["gradcam"], n_boot=2, baselines=False, progress=False)
