@@ -60,7 +60,10 @@ def _host_tag() -> str:
     return re.sub(r"\W", "_", socket.gethostname())[:40] or "host"
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int) -> bool | None:
+    """Whether process ``pid`` exists (signal 0 probes without signalling, POSIX kill(2)); None if unknown."""
+    if os.name == "nt":  # there os.kill(pid, 0) would send CTRL_C_EVENT
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -75,9 +78,10 @@ def _is_stale(path: Path, host: str) -> bool:
     m = _TEMP_NAME.match(path.name)
     if m is None:
         return False
-    if m["pid"] is not None and m["host"] == host:
-        return not _pid_alive(int(m["pid"]))
-    try:
+    alive = _pid_alive(int(m["pid"])) if m["pid"] is not None and m["host"] == host else None
+    if alive is not None:
+        return not alive
+    try:  # writer unknown (another host, no writer in the name): only an old file is abandoned
         return time.time() - path.stat().st_mtime > STALE_TEMP_SECONDS
     except FileNotFoundError:
         return False
