@@ -45,3 +45,26 @@ def test_run_reports_spec_errors(tmp_path):
     spec.write_text("name: bad\nnotebookz: []\n")
     out = subprocess.run([sys.executable, "-m", "pneumoloc.cli", "run", str(spec)], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown keys" in out.stderr
+
+
+@pytest.mark.parametrize("signum, code", [(15, 143), (2, 130)])
+def test_run_stopped_by_a_signal_exits_128_plus_the_signal(monkeypatch, capsys, signum, code):
+    from pneumoloc import cli, runs
+
+    def stopped(*args, **kwargs):
+        raise runs.RunInterrupted(signum, "stage x interrupted")
+
+    monkeypatch.setattr(runs, "run_spec", stopped)
+    assert cli.main(["run", "whatever.yaml"]) == code
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_run_on_a_locked_folder_exits_75(monkeypatch, capsys):
+    from pneumoloc import cli, run_lock, runs
+
+    def locked(*args, **kwargs):
+        raise run_lock.RunLocked("papermill_runs/x is in use by pneumoloc run pid 4242")
+
+    monkeypatch.setattr(runs, "run_spec", locked)
+    assert cli.main(["run", "whatever.yaml"]) == 75
+    assert "pid 4242" in capsys.readouterr().err

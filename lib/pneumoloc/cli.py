@@ -5,6 +5,12 @@
 
 Phantom flags are derived from :class:`pneumoloc.phantom.PhantomConfig`, so a new
 phantom parameter is a new flag without touching this file.
+
+``pneumoloc run`` exits 0 when every stage is ok or skipped, 1 when a stage failed
+or timed out, 2 for an invalid spec or option, 75 (``EX_TEMPFAIL`` of sysexits.h:
+try again later) when another run holds the run folder, and 128 + the signal
+number (130 for SIGINT, 143 for SIGTERM, the shell's convention) when stopped by
+a signal.
 """
 from __future__ import annotations
 
@@ -13,7 +19,9 @@ import dataclasses
 import sys
 import typing
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_LOCKED"]
+
+EXIT_LOCKED = 75  # EX_TEMPFAIL (sysexits.h): the run folder is busy, try again later
 
 
 def _bool(text: str) -> bool:
@@ -78,13 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from .runs import RunFailed, run_spec
+        from . import runs
+        from .run_lock import RunLocked
 
         try:
-            manifest = run_spec(args.spec, only=args.only, start=args.start, force=args.force,
-                                run_dir=args.run_dir, figures_dir=args.figures_dir,
-                                overrides=_parse_sets(args.overrides))
-        except RunFailed as e:
+            manifest = runs.run_spec(args.spec, only=args.only, start=args.start, force=args.force,
+                                     run_dir=args.run_dir, figures_dir=args.figures_dir,
+                                     overrides=_parse_sets(args.overrides))
+        except runs.RunInterrupted as e:
+            print(f"pneumoloc run: {e}", file=sys.stderr)
+            return 128 + e.signum
+        except RunLocked as e:
+            print(f"pneumoloc run: {e}", file=sys.stderr)
+            return EXIT_LOCKED
+        except runs.RunFailed as e:
             print(f"pneumoloc run: FAILED: {e}", file=sys.stderr)
             return 1
         except (ValueError, FileNotFoundError) as e:
