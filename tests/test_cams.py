@@ -10,7 +10,7 @@ from torch import nn
 
 from pneumoloc import cams
 from pneumoloc.backbones import BACKBONES, build_model
-from tolerances import assert_maps_close, cam_tolerance, fast_cam_terms
+from tolerances import assert_maps_close, cam_tolerance, fast_cam_terms, library_cam_reference
 
 torch.set_num_threads(1)  # the test machine is shared; avoid oversubscription
 SIZE = 64  # CNN feature maps 2x2, ViT-B/16 token grid 4x4: small but not constant
@@ -197,6 +197,20 @@ def test_fast_path_with_inplace_ops_equals_a_contiguous_copy_without_them():
     assert_maps_close(fast, ref, _tol(ex, x, "gradcam", "predicted"))
 
 
+# EigenCAM's first principal direction is weakly determined when sigma_1 - sigma_2 is small
+# (tests/tolerances.py step 8): a few % of sigma_1 for the random-weight backbones, which
+# makes its bound ~0.1; that still rejects a flipped or wrong component (map error ~1).
+_USEFUL = {"eigencam": 0.5, "scorecam": 0.05, "ablationcam": 0.05}
+
+
+def _library_reference(model, x: torch.Tensor, method: str, target_layer: str = "") -> dict:
+    """The package's maps on a plain contiguous copy of ``model`` and their float32 bounds."""
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    plain = cams.prepare_model(model, target_layer=target_layer, channels_last=False)
+    return library_cam_reference(plain, x, method, [BinaryClassifierOutputTarget(1)] * len(x))
+
+
 @pytest.mark.parametrize("method", ["eigencam", "scorecam", "ablationcam"])
 def test_library_only_methods_run_through_the_registry(method):
     torch.manual_seed(0)
@@ -204,13 +218,10 @@ def test_library_only_methods_run_through_the_registry(method):
     ex = cams.prepare_model(net, target_layer="features.2")
     x = _x(2, 16)
     got = cams.explain(ex, x, method)
-    with ex.trainable():
-        cls = cams.LIBRARY_CAMS[method]
-        from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
-        ref = _reference(ex.model, ex.model.features[2], x, [BinaryClassifierOutputTarget(1)] * 2, cls)
+    ref = _library_reference(net, x, method, "features.2")
     assert got.shape == (2, 1, 16, 16)
     assert float(got.min()) >= 0 and float(got.max()) <= 1
-    assert np.allclose(got[:, 0], cams.normalize_maps(ref), atol=1e-5)
+    assert_maps_close(got[:, 0], cams.normalize_maps(ref["maps"]), ref["tol"], _USEFUL[method])
 
 
 def test_normalize_keeps_constant_maps_at_zero():
@@ -253,21 +264,10 @@ def test_library_only_methods_on_real_backbones(backbone, method):
     """In-place activations (DenseNet, MobileNet) and the ViT token reshape (with
     AblationLayerVit) through the registry, against the package called directly on an
     independent plain copy."""
-    import pytorch_grad_cam as pgc
-    from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
-    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
-
     ex = _explainable(backbone)
     x = _x(2)
     got = cams.explain(ex, x, method)
-    plain = cams.prepare_model(_model(backbone), channels_last=False)
-    kwargs = {}
-    if method == "ablationcam":
-        kwargs["ablation_layer"] = AblationLayerVit() if plain.reshape_transform else AblationLayer()
-    with plain.trainable() as model, getattr(pgc, cams.LIBRARY_CAMS[method])(
-            model=model, target_layers=plain.layers, reshape_transform=plain.reshape_transform, **kwargs) as cam:
-        cam.batch_size = 32
-        ref = torch.from_numpy(cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(1)] * 2))
+    ref = _library_reference(_model(backbone), x, method)
     assert got.shape == (2, 1, SIZE, SIZE)
     assert (got[:, 0].amax(dim=(1, 2)) > 0.99).all(), "a real map per image"
-    assert (got[:, 0] - cams.normalize_maps(ref)).abs().max() <= 1e-4
+    assert_maps_close(got[:, 0], cams.normalize_maps(ref["maps"]), ref["tol"], _USEFUL[method])

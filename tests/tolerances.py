@@ -43,7 +43,10 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["U", "LAMBDA", "gamma", "gamma_lambda", "sum_error", "normalized_error", "cam_tolerance",
+__all__ = ["U", "LAMBDA", "NETWORK_MARGIN", "FLOAT64_CHANNELS", "gamma", "gamma_lambda", "sum_error",
+           "normalized_error", "cam_tolerance", "map_tolerance", "other_path_error", "weighted_map_error",
+           "scorecam_weight_error", "ablationcam_weight_error", "eigencam_error", "single_layer_tolerance",
+           "library_cam_reference",
            "assert_maps_close", "fast_cam_terms", "conv_input_grad_error"]
 
 U = 2.0 ** -24  # float32 unit roundoff (half the machine epsilon)
@@ -103,13 +106,25 @@ def cam_tolerance(terms: Sequence[torch.Tensor], size: tuple[int, int], relu: bo
         size: output map size (bilinear, half-pixel centres).
         relu: whether the method clamps the raw map at 0 (head maps do not).
     """
-    ups, errs = [], []
-    for t in terms:
-        raw = t.detach().double().sum(1)
-        raw = raw.clamp_min(0) if relu else raw
-        errs.append(normalized_error(raw, sum_error(t, 1)) + _OPS)
-        ups.append(F.interpolate(_normalize(raw)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0])
-    mean_err = torch.stack(errs).mean(0) + len(terms) * U
+    raws = [t.detach().double().sum(1) for t in terms]
+    raws = [r.clamp_min(0) for r in raws] if relu else raws
+    return map_tolerance(raws, [sum_error(t, 1) for t in terms], size)
+
+
+def map_tolerance(raws: Sequence[torch.Tensor], errs: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Per-map bound ``[B]`` of raw maps normalised, upsampled and averaged (steps 3-5).
+
+    Args:
+        raws: one ``[B, h, w]`` raw map per target layer (after ReLU where the method has one).
+        errs: absolute error bound of each raw map, broadcastable to it.
+        size: output map size (bilinear, half-pixel centres).
+    """
+    ups, norm_errs = [], []
+    for raw, err in zip(raws, errs):
+        norm_errs.append(normalized_error(raw, err) + _OPS)
+        ups.append(F.interpolate(_normalize(raw.double())[:, None], size=size, mode="bilinear",
+                                 align_corners=False)[:, 0])
+    mean_err = torch.stack(norm_errs).mean(0) + len(raws) * U
     return normalized_error(torch.stack(ups).mean(0), mean_err[:, None, None])
 
 
@@ -168,3 +183,260 @@ def conv_input_grad_error(conv: torch.nn.Conv2d, grad_out: torch.Tensor, input_s
                                        stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
                                        groups=conv.groups)
     return gamma(k) * total
+
+
+# --- the grad-cam package's own methods: EigenCAM, ScoreCAM, AblationCAM ----------------------
+# pneumoloc calls the package on its channels_last copy, the reference on a plain contiguous
+# copy: the same code on inputs that differ by float32 rounding in the network's forward
+# (activations A_k, and for ScoreCAM / AblationCAM the scores of masked or ablated inputs).
+#
+# 6. Network error (assumption). A deep network's forward error has no useful rigorous
+#    bound (worst-case bounds multiply |W| over every layer). It is measured instead: the
+#    plain copy against a float64 copy of itself, as the largest error of an image's values
+#    relative to their scale (max |A| for activations; for a score, |W||h| + |b| of the logit
+#    layer's dot product, whose terms set the size of its rounding). The other layout runs
+#    the same sums in another order, so its errors follow the same model (independent
+#    mean-zero roundings, Higham & Mary 2019); it is assumed to err by at most M = LAMBDA
+#    times the measured relative error. Then ``|q_other - q_plain| <= (1 + M) rho scale + u |q|``
+#    (the u |q| term: one rounding, in case the measurement happened to see none). The
+#    masked / ablated scores are measured in float64 on the first FLOAT64_CHANNELS channels
+#    only (each is one forward pass) and rho is assumed the same for the others.
+# 7. Weighted maps (ScoreCAM, AblationCAM): raw = sum_k w_k A_k, so
+#    ``|d raw| <= 2 sum_error(w A) + dA sum_k |w_k| + sum_k dw_k (|A_k| + dA)`` (both paths
+#    round their own sum). ScoreCAM (Wang et al. 2020, eq. 5): w = softmax(s); with
+#    ``|ds_k| <= e``, ``|d log w_k| <= 2 e`` so ``|dw_k| <= w_k expm1(2 e)``, plus the float32
+#    softmax's own ``gamma_K + 4 u`` relative rounding on each path. AblationCAM (Desai &
+#    Ramaswamy 2020, eq. 3): ``w_k = (s0 - s_k) / s0``, so ``|dw_k| <= (|s_k| e0 + |s0| e_k) /
+#    (|s0| (|s0| - e0))`` plus 2 u |w_k| per path (subtraction, division); infinite when
+#    |s0| <= e0. The package ablates with 0 or (min A - 1e7) depending on whether min A == 0;
+#    both paths are assumed to take the same branch (min A is 0 exactly after a ReLU).
+# 8. EigenCAM (Muhammad & Yeasin 2020): the map is ``p = C v1`` with C the channel-centred
+#    [pixels x K] activations and v1 its first right singular vector. Elementwise
+#    ``|dC| <= e_c = 2 dA + 2 (gamma_n + 2u) max|A|`` (centring on each path). LAPACK's SVD is
+#    backward stable: exact for C + F, ``||F||_2 <= p(m, n) u ||C||_2`` (LAPACK Users' Guide
+#    sec. 4.9: p "modestly growing"; it rests on Householder reductions, whose error Higham &
+#    Mary 2019 bound probabilistically as in step 1, so p u = gamma~_max(m, n) is assumed). With
+#    ``||E||_2 <= sqrt(nK) e_c + 2 p u sigma_1`` Wedin's theorem (Stewart & Sun 1990, Thm V.4.4) with
+#    Weyl's inequality gives ``sin theta <= sqrt(2) ||E|| / (sigma_1 - sigma_2 - ||E||)``, and
+#    ``||dv|| <= sqrt(2) sin theta`` when both SVDs return the same sign (LAPACK's Householder
+#    signs are continuous in C away from ties; a flipped sign fails the comparison loudly).
+#    Per pixel ``|dp_i| <= sqrt(K) e_c + ||C_i|| ||dv|| + 2 sum_error(C_i v)``. A gap
+#    sigma_1 - sigma_2 not above ||E|| leaves v1 undetermined: the bound is infinite.
+NETWORK_MARGIN = LAMBDA
+FLOAT64_CHANNELS = 32
+
+
+def other_path_error(f32: torch.Tensor, f64: torch.Tensor, scale: torch.Tensor,
+                     values: torch.Tensor | None = None, scales: torch.Tensor | None = None) -> torch.Tensor:
+    """Bound on ``|q_other - q_plain|`` (step 6) for the values of each image.
+
+    Args:
+        f32, f64: the measured values ``[B, ...]`` on the plain copy and on its float64 copy.
+        scale: the rounding scale of each measured value, broadcastable to ``f32``.
+        values, scales: the values to bound and their scales (default: the measured ones).
+
+    Returns:
+        float64, shaped like ``values``.
+    """
+    values = f32 if values is None else values
+    scales = scale if scales is None else scales
+    rel = ((f32.double() - f64.double()).abs() / torch.as_tensor(scale, dtype=torch.float64).clamp_min(1e-300))
+    rho = rel.reshape(len(rel), -1).amax(1).reshape(-1, *[1] * (values.dim() - 1))
+    return (1 + NETWORK_MARGIN) * rho * scales.double() + U * values.double().abs()
+
+
+def weighted_map_error(w: torch.Tensor, dw: torch.Tensor, acts: torch.Tensor,
+                       d_acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw map ``relu(sum_k w_k A_k)`` ``[B, h, w]`` and its error bound (step 7).
+
+    Args:
+        w, dw: channel weights ``[B, K]`` and their bound.
+        acts: activations ``[B, K, h, w]``; ``d_acts`` their bound ``[B]``.
+    """
+    a, da = acts.double(), d_acts.double()[:, None, None]
+    wk, dwk = w.double()[..., None, None], dw.double()[..., None, None]
+    terms = wk * a
+    err = 2 * sum_error(terms, 1) + da * wk.abs().sum(1) + (dwk * (a.abs() + da[:, None])).sum(1)
+    return terms.sum(1).clamp_min(0), err
+
+
+def scorecam_weight_error(w: torch.Tensor, d_scores: torch.Tensor) -> torch.Tensor:
+    """Bound on the ScoreCAM weights ``softmax(s)`` ``[B, K]`` given ``|ds| <= d_scores`` (step 7)."""
+    spread = 2 * d_scores.double().amax(1, keepdim=True)
+    return w.double().abs() * (torch.expm1(spread) + 2 * (gamma(w.shape[1]) + 4 * U))
+
+
+def ablationcam_weight_error(w: torch.Tensor, base: torch.Tensor, scores: torch.Tensor,
+                             d_base: torch.Tensor, d_scores: torch.Tensor) -> torch.Tensor:
+    """Bound on the AblationCAM weights ``(s0 - s_k) / s0`` ``[B, K]`` (step 7).
+
+    Args:
+        w: the weights; ``base`` the unablated scores ``s0`` ``[B]``; ``scores`` the ablated
+            ``s_k`` ``[B, K]``; ``d_base``, ``d_scores`` their bounds.
+    """
+    s0, e0 = base.double().abs()[:, None], d_base.double()[:, None]
+    dw = (scores.double().abs() * e0 + s0 * d_scores.double()) / (s0 * (s0 - e0)) + 4 * U * w.double().abs()
+    return torch.where(s0 > e0, dw, torch.full_like(dw, float("inf")))
+
+
+def eigencam_error(acts: torch.Tensor, raw: torch.Tensor, d_acts: torch.Tensor) -> torch.Tensor:
+    """Bound ``[B, h, w]`` on the EigenCAM projection ``raw`` of ``acts`` ``[B, K, h, w]`` (step 8).
+
+    Args:
+        acts: the activations the map was computed from; ``d_acts`` their bound ``[B]``.
+        raw: the package's projection (before its ReLU), ``[B, h, w]``; only its shape is used.
+    """
+    a = acts.double()
+    b, k, h, w = a.shape
+    n = h * w
+    c = a.reshape(b, k, n).transpose(1, 2)
+    c = c - c.mean(1, keepdim=True)
+    e_c = 2 * d_acts.double() + 2 * (gamma(n) + 2 * U) * a.abs().amax(dim=(1, 2, 3))
+    _, sv, vh = torch.linalg.svd(c, full_matrices=False)
+    sigma2 = sv[:, 1] if sv.shape[1] > 1 else torch.zeros(b, dtype=torch.float64)
+    e_svd = math.sqrt(n * k) * e_c + 2 * gamma_lambda(max(n, k)) * sv[:, 0]
+    delta = sv[:, 0] - sigma2 - e_svd
+    sin = math.sqrt(2) * e_svd / delta.clamp_min(1e-300)
+    dv = torch.where(delta > 0, (math.sqrt(2) * sin).clamp_max(2.0), torch.full_like(sin, float("inf")))
+    rows = c.norm(dim=2)
+    proj = 2 * sum_error(c * vh[:, :1], 2)
+    dp = math.sqrt(k) * e_c[:, None] + rows * dv[:, None] + proj
+    return dp.reshape(raw.shape)
+
+
+class _Recorder:
+    """A grad-cam target that records every score it returns (the package calls it per output)."""
+
+    def __init__(self, target: Callable, store: list[float]):
+        self.target, self.store = target, store
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        score = self.target(output)
+        self.store.append(float(score))
+        return score
+
+
+def _record_score_scales(model: torch.nn.Module, store: list[torch.Tensor]):
+    """Hook the logit layer (the last ``nn.Linear``): ``|W||h| + |b|`` of every row it computes."""
+    fc = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+    def hook(module, inputs, output):
+        bias = 0.0 if module.bias is None else module.bias.detach().double().abs()
+        store.append((inputs[0].detach().double().abs() @ module.weight.detach().double().abs().T + bias).amax(-1))
+    return fc.register_forward_hook(hook)
+
+
+def _package_cam(ex, x: torch.Tensor, method: str, targets: list, channels: int | None = None) -> dict:
+    """Run the grad-cam package's ``method`` on ``ex`` and record what the map is made of.
+
+    With ``channels`` given only the activations and the channel weights of the first
+    ``channels`` channels are computed (their scores recorded), not the map.
+    """
+    import numpy as np
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
+
+    from pneumoloc import cams
+
+    if len(ex.layers) != 1:
+        raise ValueError(f"{ex.layer_name!r}: the library-method bound handles one target layer")
+    kwargs = {}
+    if method == "ablationcam":
+        kwargs["ablation_layer"] = AblationLayerVit() if ex.reshape_transform else AblationLayer()
+    out = {"scores": [], "scales": [], "weights": []}
+    with ex.trainable() as model:
+        handle = _record_score_scales(model, out["scales"])
+        cam = getattr(pgc, cams.LIBRARY_CAMS[method])(model=model, target_layers=ex.layers,
+                                                       reshape_transform=ex.reshape_transform, **kwargs)
+        cam.batch_size = 32
+        get_weights = cam.get_cam_weights
+        cam.get_cam_weights = lambda *a: out["weights"].append(get_weights(*a)) or out["weights"][-1]
+        recorders = [_Recorder(t, out["scores"]) for t in targets]
+        try:
+            if channels is None:
+                out["maps"] = torch.from_numpy(np.asarray(cam(input_tensor=x, targets=recorders)))
+                out["acts"] = cam.activations_and_grads.activations[0].double()
+            else:
+                cam.activations_and_grads(x)
+                out["acts"] = cam.activations_and_grads.activations[0].double()
+                if channels:
+                    cam.get_cam_weights(x, ex.layer, recorders, out["acts"][:, :channels].numpy(), None)
+        finally:
+            cam.activations_and_grads.release()
+            handle.remove()
+    out["scales"] = torch.cat(out["scales"])[len(x):]  # the first forward only captures A
+    out["scores"] = torch.tensor(out["scores"], dtype=torch.float64)
+    return out
+
+
+def _split_scores(rec: dict, method: str, b: int) -> tuple[torch.Tensor | None, ...]:
+    """(base s0 [B] or None, scores [B, K], base scales, scales [B, K]) from recorded scores."""
+    s, sc = rec["scores"], rec["scales"]
+    assert len(s) == len(sc), f"{len(s)} scores recorded but {len(sc)} logit-layer rows"
+    if method == "scorecam":
+        return None, s.view(b, -1), None, sc.view(b, -1)
+    return s[:b], s[b:].view(b, -1), sc[:b], sc[b:].view(b, -1)
+
+
+def library_cam_reference(plain, x: torch.Tensor, method: str, targets: list,
+                          channels: int = FLOAT64_CHANNELS) -> dict:
+    """The package's maps on the plain float32 copy and their per-map bound (steps 6-8).
+
+    Args:
+        plain: a contiguous :class:`pneumoloc.cams.Explainable` (``channels_last=False``).
+        x: input ``[B, 1, S, S]``; targets: one grad-cam target per image.
+        method: ``"eigencam"``, ``"scorecam"`` or ``"ablationcam"``.
+        channels: masked / ablated scores measured in float64 (step 6).
+
+    Returns:
+        ``maps`` (the package's output ``[B, S, S]``), ``tol`` (``[B]``), ``acts``
+        (``[B, K, h, w]``), ``weights`` (``[B, K]`` or None), ``raw`` and ``err`` (``[B, h, w]``).
+    """
+    import dataclasses
+    import copy
+
+    ref = _package_cam(plain, x, method, targets)
+    ex64 = dataclasses.replace(plain, model=copy.deepcopy(plain.model).double())
+    exact = _package_cam(ex64, x.double(), method, targets, channels=0 if method == "eigencam" else channels)
+    acts, b = ref["acts"], len(x)
+    amax = acts.abs().amax(dim=(1, 2, 3), keepdim=True)
+    d_acts = other_path_error(acts, exact["acts"], amax, amax.expand_as(acts)).amax(dim=(1, 2, 3))
+    out = {"maps": ref["maps"], "acts": acts, "weights": None}
+    if method == "eigencam":
+        from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+        proj = torch.from_numpy(get_2d_projection(acts.float().numpy())).double()
+        out["raw"], out["err"] = proj.clamp_min(0), eigencam_error(acts, proj, d_acts)
+    else:
+        w = torch.as_tensor(ref["weights"][0]).double()
+        base, scores, base_sc, sc = _split_scores(ref, method, b)
+        base64, scores64, _, _ = _split_scores(exact, method, b)
+        n = scores64.shape[1]
+        f32 = scores[:, :n] if base is None else torch.cat([base[:, None], scores[:, :n]], 1)
+        f64 = scores64 if base is None else torch.cat([base64[:, None], scores64], 1)
+        scale = sc[:, :n] if base is None else torch.cat([base_sc[:, None], sc[:, :n]], 1)
+        d_scores = other_path_error(f32, f64, scale, scores, sc)
+        if base is None:
+            dw = scorecam_weight_error(w, d_scores)
+        else:
+            d_base = other_path_error(f32, f64, scale, base[:, None], base_sc[:, None])[:, 0]
+            dw = ablationcam_weight_error(w, base, scores, d_base, d_scores)
+        out["weights"] = w
+        out["raw"], out["err"] = weighted_map_error(w, dw, acts, d_acts)
+    out["tol"] = single_layer_tolerance(out["raw"], out["err"], tuple(x.shape[-2:]))
+    return out
+
+
+def single_layer_tolerance(raw: torch.Tensor, err: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Per-map bound ``[B]`` of one layer's raw map ``[B, h, w]`` through the package's
+    normalise, upsample, normalise and pneumoloc's ``normalize_maps``.
+
+    Bilinear upsampling is linear and min-max normalisation is invariant under positive
+    affine maps, so the chain is one min-max normalisation of the upsampled raw map, whose
+    error is at most ``err`` (step 4): step 3 applies once, with that map's range (at most
+    the raw range). The 1e-7 guards of the normalisations scale both paths alike (their
+    difference is second order); each normalisation adds a few roundings.
+    """
+    up = F.interpolate(raw.double()[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    d = torch.as_tensor(err, dtype=torch.float64).reshape(len(raw), -1).amax(1)
+    return normalized_error(up, d[:, None, None]) + 3 * _OPS
