@@ -274,3 +274,30 @@ def test_failure_with_a_half_written_notebook_is_reported(tmp_path, nbdir, monke
         run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig")
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert m["stages"][0]["status"] == "failed" and "unreadable" in m["stages"][0]["error"]["message"]
+
+
+def test_stop_signals_are_recorded_not_raised_and_handlers_restored():
+    import threading
+
+    from pneumoloc.runs import _stop_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _stop_signals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # a second signal while stopping changes nothing
+        time.sleep(0.05)
+        assert stop.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    errors = []
+
+    def in_thread():  # signal.signal() raises ValueError outside the main thread
+        try:
+            with _stop_signals() as stop:
+                assert stop.signum is None
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    assert not errors

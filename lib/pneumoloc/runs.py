@@ -43,7 +43,8 @@ from .storage import load_json, save_json
 __all__ = ["run_spec", "select_stages", "first_error", "read_executed", "RunFailed", "RunInterrupted"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_POLL_SECONDS = 0.25  # how often a running stage checks for a stop request and new descendants
+_POLL_SECONDS = 0.25  # how often a running stage checks for a stop request
+_RECORD_SECONDS = 2.0  # how often it records papermill's descendants (a scan of every process)
 
 
 class RunFailed(RuntimeError):
@@ -115,22 +116,25 @@ class _StageProcesses:
 
     The kernel cannot be reached through papermill's process group:
     ``jupyter_client.launcher.launch_kernel`` starts it with ``start_new_session=True``,
-    so it leads its own session and group. While the stage runs, this object records
-    papermill's descendants every ``_POLL_SECONDS`` (``psutil``, which also remembers
-    each process's creation time, so a pid reused later is never mistaken for ours);
-    :meth:`kill` kills papermill's group, then the group of every recorded process
-    that leads one (the kernel and whatever it started, e.g. DataLoader workers,
-    without setsid), then any other recorded process. Tracking the process tree
-    needs no knowledge of papermill's or jupyter_client's internals (connection-file
-    names, command lines), works on Linux and macOS, and also catches processes
-    the kernel itself started.
+    so it leads its own session and group. This object records papermill's
+    descendants while the stage runs and once more just before killing (``psutil``,
+    which also remembers each process's creation time, so a pid reused later is never
+    mistaken for ours); :meth:`kill` kills papermill's group, then the group of every
+    recorded process that leads one (the kernel together with what it started in its
+    group, e.g. DataLoader workers), then any other recorded process. Following the
+    process tree needs no knowledge of papermill's or jupyter_client's internals
+    (connection-file names, kernel command lines, ``/proc``), only POSIX process
+    groups and psutil, and it also reaches the processes the kernel started; recording
+    during the run catches those whose parent died before the stop.
     """
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc = proc
         self.seen: dict[int, psutil.Process] = {}
+        self.recorded_at = -float("inf")
 
     def _record(self) -> None:
+        self.recorded_at = time.monotonic()
         try:
             for child in psutil.Process(self.proc.pid).children(recursive=True):
                 self.seen.setdefault(child.pid, child)
@@ -146,7 +150,8 @@ class _StageProcesses:
         """
         deadline = time.monotonic() + timeout
         while True:
-            self._record()
+            if time.monotonic() - self.recorded_at >= _RECORD_SECONDS:
+                self._record()
             stop.check()
             left = deadline - time.monotonic()
             if left <= 0:
