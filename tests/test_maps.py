@@ -139,7 +139,34 @@ def test_store_as_keeps_a_layer_variant_beside_the_default_and_holds_several_spl
     assert {"gradcam", "gradcam@layer3"} <= set(listed.index)
     test_only = M.compute_maps(run, "resnet18", "gradcam", target_layer="backbone.layer3",
                                store_as="l3_test", progress=False)["l3_test"]
-    np.testing.assert_allclose(both.take(test_only.image_ids), test_only.take(test_only.image_ids), atol=1e-3)
+    tol = _stored_map_tolerance(run, "resnet18", "backbone.layer3", test_only)
+    np.testing.assert_array_less(np.abs(both.take(test_only.image_ids).astype(np.float64)
+                                        - test_only.take(test_only.image_ids)).max(axis=(1, 2)), tol)
+
+
+def _stored_map_tolerance(run, model_name: str, layer: str, stored: M.MapSet) -> np.ndarray:
+    """Per-map bound on two stores of the same maps computed in different batches.
+
+    Batch composition may change float32 rounding (tests/tolerances.py bounds it from the
+    Grad-CAM terms, then once more for the min-max after the resize); each store then rounds
+    values in [0, 1] to float16, which two nearby values may straddle by one float16 ulp at
+    1 (2**-10 spacing in [1, 2), 2**-11 in [0.5, 1)): 2**-10 covers it.
+    """
+    from pneumoloc.cache import cached_images
+    from pneumoloc.checkpoints import load_model
+    from pneumoloc.dataset import load_tables
+    from pneumoloc.transforms import to_input
+    from tolerances import cam_tolerance, fast_cam_terms, normalized_error
+
+    images = load_tables(run).images.set_index("image_id").loc[list(stored.image_ids)].reset_index()
+    ex = cams.prepare_model(load_model(run.model_dir(model_name) / "best.pt"), target_layer=layer)
+    x = to_input(np.array(cached_images(images, SIZE, progress=False)))
+    cam = cams.explain(ex, x, "gradcam")
+    before_resize = cam_tolerance(fast_cam_terms(ex, x, "pneumonia", "gradcam")[0], (SIZE, SIZE))
+    size = stored.maps.shape[-1]  # resize_maps without its final min-max, whose range matters here
+    resized = torch.nn.functional.interpolate(cam.double(), size=(size, size), mode="bilinear",
+                                              align_corners=False, antialias=size < SIZE)[:, 0]
+    return (normalized_error(resized, before_resize[:, None, None]) + 2.0 ** -10).numpy()
     reloaded = M.load_maps(run, "resnet18", "gradcam")
     np.testing.assert_array_equal(reloaded.maps, default.maps)
     assert np.abs(both.take(default.image_ids) - default.take(default.image_ids)).max() > 0.05
