@@ -6,7 +6,7 @@
 For each backbone, on the same random batch and random weights:
   floor   forward pass only (no_grad) of the model pneumoloc explains (channels_last):
           no map can be cheaper
-  ours    pneumoloc.cams fast path: frozen parameters, dScore/dA only, batched
+  ours    pneumoloc.explain.cams fast path: frozen parameters, dScore/dA only, batched
   lib     pytorch-grad-cam's GradCAM on the whole batch, on the model as trained (contiguous,
           in-place ops off so its hooks work): full backward incl. parameter grads
   single  pytorch-grad-cam one image at a time, as the paper's script does
@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from pneumoloc import cams
-from pneumoloc.backbones import build_model
+from pneumoloc.explain import cams, explainable
+from pneumoloc.models.backbones import build_model
 
 
 def rate(fn, n_images: int, repeats: int) -> float:
@@ -46,8 +46,8 @@ def library_gradcam(ex: cams.Explainable, x: torch.Tensor):
 def bench(backbone: str, size: int, batch: int, n_single: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = build_model(backbone, image_size=size)
-    ex = cams.prepare_model(model)
-    plain = cams.prepare_model(model, channels_last=False)  # what a user hands the library
+    ex = explainable.prepare_model(model)
+    plain = explainable.prepare_model(model, channels_last=False)  # what a user hands the library
     x = torch.randn(batch, 1, size, size)
     x_ours = x.contiguous(memory_format=ex.memory_format)
     with torch.no_grad():  # warm-up at full batch: allocator growth, oneDNN kernel choice

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from pneumoloc.backbones import build_model
+from pneumoloc.models.backbones import build_model
 
 # The demo spec's input size per backbone (papermill_runs/demo.yaml).
 DEMO_SIZES = {"resnet18": 128, "mobilenet_v3": 128, "mobilenet_v2": 128, "efficientnet_b0": 128,

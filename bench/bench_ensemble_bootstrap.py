@@ -1,6 +1,6 @@
 """Notebook 05's comparison table: one-pass bootstrap vs per-metric bootstrap calls.
 
-Prints systems/s of :func:`pneumoloc.ensemble_report.compare_systems` (every metric of every
+Prints systems/s of :func:`pneumoloc.ensembles.report.compare_systems` (every metric of every
 system evaluated once per patient resample) against the baseline that calls
 ``bootstrap_ci`` and ``paired_bootstrap`` per metric and system (same resamples, same
 intervals), measured side by side, and their ratio. Also DeLong's covariance, mid-rank form
@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from pneumoloc.bootstrap import bootstrap_ci, paired_bootstrap
-from pneumoloc.delong import auc_covariance
-from pneumoloc.ensemble_report import compare_systems
-from pneumoloc.evaluation import binary_metrics
+from pneumoloc.ensembles.report import compare_systems
+from pneumoloc.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
+from pneumoloc.evaluate.classification import binary_metrics
+from pneumoloc.evaluate.delong import auc_covariance
 
 N_IMAGES, N_SYSTEMS, N_BOOT, METRICS = 150, 6, 200, ("roc_auc", "pr_auc", "accuracy", "f1")
 

@@ -4,7 +4,7 @@ Baseline (the paper's loader, Shahi & Bagale): a torch DataLoader with 2 workers
 PIL-decodes each 1024 x 1024 JPEG, resizes it, and augments it image by image, every
 epoch. New way (pneumoloc): images decoded once into the uint8 memory-mapped cache,
 then every epoch gathers batches from the memory map and augments each batch as one
-tensor. Both apply the same augmentation policy (pneumoloc.transforms.AugmentConfig)
+tensor. Both apply the same augmentation policy (pneumoloc.training.transforms.AugmentConfig)
 at the same size, on JPEGs this bench writes to a temporary folder.
 
 Run: .venv/bin/python bench/bench_loader.py [--images 128] [--size 224] [--epochs 3]
@@ -23,10 +23,11 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from pneumoloc.cache import load_cache
-from pneumoloc.images import read_grayscale
-from pneumoloc.training import TrainConfig, epoch_order, make_batch, prepare_data
-from pneumoloc.transforms import AugmentConfig, augment_batch, normalize, to_unit
+from pneumoloc.data.cache import load_cache
+from pneumoloc.data.images import read_grayscale
+from pneumoloc.training.batches import epoch_order, make_batch, prepare_data
+from pneumoloc.training.config import TrainConfig
+from pneumoloc.training.transforms import AugmentConfig, augment_batch, normalize, to_unit
 
 
 def write_jpegs(folder: Path, n: int, side: int = 1024, seed: int = 0) -> pd.DataFrame:

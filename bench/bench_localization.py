@@ -34,9 +34,9 @@ def smooth_maps(rng, n: int, size: int, grid: int = 7) -> np.ndarray:
 
 
 def ground_truth(rng, n: int, size: int):
-    from pneumoloc.localization import box_masks
-    from pneumoloc.localization_report import GroundTruth
-    from pneumoloc.lungmasks import LungMasks
+    from pneumoloc.localize.metrics import box_masks
+    from pneumoloc.localize.report import GroundTruth
+    from pneumoloc.localize.lung_sources import LungMasks
 
     w = h = np.full(n, 1024.0)
     boxes = [np.stack([rng.uniform(100, 700, k), rng.uniform(150, 600, k), rng.uniform(100, 300, k),
@@ -53,7 +53,7 @@ def ground_truth(rng, n: int, size: int):
 def boxes_by(fn):
     """Score with ``fn`` as the report's box extractor for the duration (the report imports
     ``component_boxes`` by name, so this swaps that name and restores it)."""
-    from pneumoloc import localization_report
+    from pneumoloc.localize import report as localization_report
 
     saved = localization_report.component_boxes
     localization_report.component_boxes = fn
@@ -65,8 +65,8 @@ def boxes_by(fn):
 
 def all_metrics(maps, gt, probs, box_fn) -> tuple[dict, float]:
     """Every per-image metric (thresholds included) and the CPU seconds it took."""
-    from pneumoloc.localization_report import score_maps
-    from pneumoloc.thresholds import thresholds_for
+    from pneumoloc.localize.report import score_maps
+    from pneumoloc.localize.thresholds import thresholds_for
 
     c = time.process_time()
     with boxes_by(box_fn):
@@ -94,9 +94,9 @@ def main() -> None:
     args = ap.parse_args()
     from sklearn.metrics import average_precision_score
 
-    from pneumoloc.components import component_boxes
-    from pneumoloc.detection import cam_to_boxes
-    from pneumoloc.localization import localization_auprc
+    from pneumoloc.localize.boxes import component_boxes
+    from pneumoloc.localize.rsna import cam_to_boxes
+    from pneumoloc.localize.metrics import localization_auprc
 
     rng = np.random.default_rng(0)
     gt = ground_truth(rng, args.n, args.size)

@@ -18,12 +18,12 @@ import time
 
 import numpy as np
 
-from pneumoloc.images import read_grayscale
-from pneumoloc.localization import box_masks, boxes_by_image
-from pneumoloc.lung_atlas import lung_atlas
-from pneumoloc.lungmasks import classical_lung_mask, otsu_lung_mask
-from pneumoloc.phantom import generate_phantom
-from pneumoloc.readers import read_dataset
+from pneumoloc.data.images import read_grayscale
+from pneumoloc.data.readers import read_dataset
+from pneumoloc.localize.lung_atlas import lung_atlas
+from pneumoloc.localize.lung_sources import classical_lung_mask, otsu_lung_mask
+from pneumoloc.localize.metrics import box_masks, boxes_by_image
+from pneumoloc.phantom.writer import generate_phantom
 
 
 def overlap(pred: np.ndarray, truth: np.ndarray, lesion: np.ndarray) -> tuple[float, float, float]:

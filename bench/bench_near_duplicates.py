@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from pneumoloc.near_duplicates import hamming, near_duplicate_pairs
+from pneumoloc.data.near_duplicates import hamming, near_duplicate_pairs
 
 
 def brute_force(h: np.ndarray, max_distance: int) -> int:

@@ -6,8 +6,8 @@ Prints images/s for
   * baseline: every image's anatomy drawn from scratch at full size (what a direct
     generator does), one process, PNGs encoded in memory;
   * new: each patient's anatomy drawn once at half size and warped per image (the
-    library's :func:`pneumoloc.phantom.patient_images`), same conditions;
-  * end to end: :func:`pneumoloc.phantom.generate_phantom` with the process pool,
+    library's :func:`pneumoloc.phantom.writer.patient_images`), same conditions;
+  * end to end: :func:`pneumoloc.phantom.writer.generate_phantom` with the process pool,
     files written, and the extrapolated time for 2,000 images.
 Both in-process measurements use CPU time (``time.process_time``) as well as wall time,
 because this machine is shared and wall time depends on the other users.
@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pneumoloc.anatomy import place_lungs, render_anatomy, sample_anatomy
-from pneumoloc.phantom import (PhantomConfig, choose_lung_masks, generate_phantom, patient_images,
-                               plan_patients, render_image, unpack_mask)
+from pneumoloc.phantom.anatomy import place_lungs, render_anatomy, sample_anatomy
+from pneumoloc.phantom.config import PhantomConfig
+from pneumoloc.phantom.drawing import choose_lung_masks, patient_images, plan_patients, render_image, unpack_mask
+from pneumoloc.phantom.writer import generate_phantom
 
 
 def _encode(a: np.ndarray) -> int:

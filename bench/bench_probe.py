@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fixtures.images import write_dicom, write_jpeg, xray_like  # noqa: E402
 
-from pneumoloc.images import probe_image, read_grayscale  # noqa: E402
+from pneumoloc.data.images import probe_image, read_grayscale  # noqa: E402
 
 
 def _rate(fn, paths, repeat: int = 2) -> float:

@@ -3,7 +3,7 @@
 Both run in the same process on the same batches: the bare step replays batches the
 loop's own loader produced (same order, same augmentation) as ready tensors, so the
 ratio end-to-end / bare is the share of time the model step gets inside
-``pneumoloc.training.train_epoch``. Rounds alternate between the two to share the
+``pneumoloc.training.loop.train_epoch``. Rounds alternate between the two to share the
 machine's load fairly; medians are reported.
 
 Run: .venv/bin/python bench/bench_training.py [--images 48] [--batch 16] [--rounds 3]
@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pneumoloc.backbones import build_model
-from pneumoloc.losses import build_loss
-from pneumoloc.training import (OPTIMIZERS, SCHEDULERS, TrainConfig, TrainData, epoch_order, make_batch,
-                                train_epoch)
-from pneumoloc.transforms import AugmentConfig
+from pneumoloc.models.backbones import build_model
+from pneumoloc.training.batches import TrainData, epoch_order, make_batch
+from pneumoloc.training.config import OPTIMIZERS, SCHEDULERS, TrainConfig
+from pneumoloc.training.loop import train_epoch
+from pneumoloc.training.losses import build_loss
+from pneumoloc.training.transforms import AugmentConfig
 
 CASES = (("resnet18", 224), ("mobilenet_v3", 128))
 

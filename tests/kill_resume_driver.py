@@ -1,6 +1,6 @@
 """Kill a tiny training with SIGKILL at many instants, resume each, compare with an uninterrupted run.
 
-Run by ``tests/test_training.py::test_kill_9_then_resume_equals_uninterrupted_run`` as its own
+Run by ``tests/test_training_loop.py::test_kill_9_then_resume_equals_uninterrupted_run`` as its own
 process (``python tests/kill_resume_driver.py WORKDIR TRIALS SEED``); it prints one JSON line.
 
 The driver imports torch once, prepares the data and trains the uninterrupted reference
@@ -92,7 +92,7 @@ def _summary(res) -> dict:
 
 
 def _train(cfg, data, out: Path, resume: bool, result: Path | None = None):
-    from pneumoloc.training import train
+    from pneumoloc.training.loop import train
 
     def run():
         res = train(cfg, data, out, resume=resume, progress=False)
@@ -103,7 +103,7 @@ def _train(cfg, data, out: Path, resume: bool, result: Path | None = None):
 
 def _reference(cfg, data, out: Path) -> tuple[dict, dict]:
     """The uninterrupted run, in this process (it also warms up what every forked child reuses)."""
-    from pneumoloc.training import train
+    from pneumoloc.training.loop import train
 
     replace, writes, t0 = os.replace, [], time.perf_counter()
 
@@ -120,7 +120,7 @@ def _reference(cfg, data, out: Path) -> tuple[dict, dict]:
 
 def _state_after_kill(out: Path) -> dict:
     """What a kill left on disk: temp files, and whether best.pt lags behind last.pt's record of it."""
-    from pneumoloc.checkpoints import load_checkpoint
+    from pneumoloc.models.checkpoints import load_checkpoint
 
     tmp = sorted(p.name for p in out.glob(".*.tmp")) if out.exists() else []
     state = {"temp_files": len(tmp), "best_lags": False, "last_epoch": None}
@@ -135,7 +135,7 @@ def _state_after_kill(out: Path) -> dict:
 
 
 def _weights(path: Path) -> dict:
-    from pneumoloc.checkpoints import load_checkpoint
+    from pneumoloc.models.checkpoints import load_checkpoint
 
     return load_checkpoint(path)["model_state"]
 
@@ -188,7 +188,8 @@ def main(workdir: str, trials: int, seed: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from pneumoloc.training import TrainConfig, prepare_data
+    from pneumoloc.training.config import TrainConfig
+    from pneumoloc.training.batches import prepare_data
 
     work = Path(workdir)
     cfg = TrainConfig.from_dict(RECIPE)

@@ -22,8 +22,8 @@ from fixtures.images import write_dicom, write_jpeg, write_png, xray_like
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pneumoloc.cache import load_cache
-from pneumoloc.images import probe_images
+from pneumoloc.data.cache import load_cache
+from pneumoloc.data.images import probe_images
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ def test_help_runs():
 def test_phantom_flags_come_from_the_config():
     import dataclasses
 
-    from pneumoloc.phantom import PhantomConfig
+    from pneumoloc.phantom.config import PhantomConfig
 
     args = build_parser().parse_args(["phantom", "--n-images", "10", "--images-per-patient", "1", "2"])
     assert args.n_images == 10 and args.images_per_patient == [1, 2]
@@ -49,7 +49,8 @@ def test_run_reports_spec_errors(tmp_path):
 
 @pytest.mark.parametrize("signum, code", [(15, 143), (2, 130)])
 def test_run_stopped_by_a_signal_exits_128_plus_the_signal(monkeypatch, capsys, signum, code):
-    from pneumoloc import cli, runs
+    from pneumoloc import cli
+    from pneumoloc.runs import runner as runs
 
     def stopped(*args, **kwargs):
         raise runs.RunInterrupted(signum, "stage x interrupted")
@@ -60,7 +61,8 @@ def test_run_stopped_by_a_signal_exits_128_plus_the_signal(monkeypatch, capsys, 
 
 
 def test_run_on_a_locked_folder_exits_75(monkeypatch, capsys):
-    from pneumoloc import cli, run_lock, runs
+    from pneumoloc import cli
+    from pneumoloc.runs import lock as run_lock, runner as runs
 
     def locked(*args, **kwargs):
         raise run_lock.RunLocked("papermill_runs/x is in use by pneumoloc run pid 4242")

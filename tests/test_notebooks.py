@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from pneumoloc.paths import RUNS_DIR
-from pneumoloc.runs import run_spec
-from pneumoloc.splits import validate_split
+from pneumoloc.data.splits import validate_split
+from pneumoloc.environment import RUNS_DIR
+from pneumoloc.runs.runner import run_spec
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.xdist_group("notebooks")]
 
@@ -54,8 +54,8 @@ def test_notebook_02_trains_each_backbone(tiny_run):
 
 
 def test_notebook_03_stores_maps_once(tiny_run):
-    from pneumoloc.maps import list_maps, load_maps
-    from pneumoloc.paths import RunPaths
+    from pneumoloc.explain.stored import list_maps, load_maps
+    from pneumoloc.environment import RunPaths
 
     root, _ = tiny_run
     run = RunPaths(root=root / "run", figures=root / "figures")

@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from pneumoloc import phantom_config
-from pneumoloc.phantom_config import PhantomConfig
+from pneumoloc.phantom import config as phantom_config
+from pneumoloc.phantom.config import PhantomConfig
 
 
 def test_equal_values_of_other_python_types_give_the_same_config():

@@ -5,9 +5,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pneumoloc.anatomy import sample_anatomy
-from pneumoloc.phantom_config import PhantomConfig
-from pneumoloc.phantom_drawing import choose_lung_masks, draw_patient_base, plan_patients, render_image, unpack_mask
+from pneumoloc.phantom.anatomy import sample_anatomy
+from pneumoloc.phantom.config import PhantomConfig
+from pneumoloc.phantom.drawing import (choose_lung_masks, draw_patient_base, plan_patients, render_image,
+                                       unpack_mask)
 
 
 @settings(max_examples=40, deadline=None)

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pneumoloc.lung_fields import torchxrayvision_data
-from pneumoloc.phantom_lesions import RSNA_ZIP, draw_opacities, rsna_boxes
+from pneumoloc.data.xrv_assets import torchxrayvision_data
+from pneumoloc.phantom.lesions import RSNA_ZIP, draw_opacities, rsna_boxes
 
 
 @pytest.fixture(scope="module")

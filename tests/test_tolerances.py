@@ -7,7 +7,7 @@ from torch import nn
 from tolerances import (U, ablationcam_weight_error, assert_maps_close, cam_tolerance, eigencam_error, gamma,
                         gamma_lambda, library_cam_reference, normalized_error, scorecam_weight_error)
 
-from pneumoloc import cams
+from pneumoloc.explain import cams, explainable
 
 
 def _terms(seed: int = 0, b: int = 3, k: int = 512, h: int = 4):
@@ -117,7 +117,7 @@ def test_library_method_bound_rejects_a_real_bug(method, bug):
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
     torch.manual_seed(0)
-    plain = cams.prepare_model(_Net(), target_layer="features.2", channels_last=False)
+    plain = explainable.prepare_model(_Net(), target_layer="features.2", channels_last=False)
     x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     ref = library_cam_reference(plain, x, method, [BinaryClassifierOutputTarget(1)] * 2)
     want = cams.normalize_maps(ref["maps"])

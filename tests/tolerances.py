@@ -157,7 +157,7 @@ def _per_channel(combine: Callable, a: torch.Tensor, g: torch.Tensor) -> torch.T
 
 def fast_cam_terms(ex, x: torch.Tensor, target: str, method: str) -> list[list[torch.Tensor]]:
     """Terms of a fast CAM: per explained target, per target layer, ``[B, K, h, w]``."""
-    from pneumoloc import cams
+    from pneumoloc.explain import cams
 
     combine = cams.FAST_CAMS[method]
     x = x.to(ex.device, memory_format=ex.memory_format)
@@ -336,7 +336,7 @@ def _package_cam(ex, x: torch.Tensor, method: str, targets: list, channels: int 
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
 
-    from pneumoloc import cams
+    from pneumoloc.explain import cams
 
     if len(ex.layers) != 1:
         raise ValueError(f"{ex.layer_name!r}: the library-method bound handles one target layer")
@@ -383,7 +383,7 @@ def library_cam_reference(plain, x: torch.Tensor, method: str, targets: list,
     """The package's maps on the plain float32 copy and their per-map bound (steps 6-8).
 
     Args:
-        plain: a contiguous :class:`pneumoloc.cams.Explainable` (``channels_last=False``).
+        plain: a contiguous :class:`pneumoloc.explain.cams.Explainable` (``channels_last=False``).
         x: input ``[B, 1, S, S]``; targets: one grad-cam target per image.
         method: ``"eigencam"``, ``"scorecam"`` or ``"ablationcam"``.
         channels: masked / ablated scores measured in float64 (step 6).

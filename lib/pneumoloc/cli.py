@@ -3,7 +3,7 @@
     pneumoloc phantom --out data/phantom --n-images 2000 --size 256
     pneumoloc run papermill_runs/demo.yaml [--only 02] [--from 03] [--force]
 
-Phantom flags are derived from :class:`pneumoloc.phantom.PhantomConfig`, so a new
+Phantom flags are derived from :class:`pneumoloc.phantom.writer.PhantomConfig`, so a new
 phantom parameter is a new flag without touching this file.
 
 ``pneumoloc run`` exits 0 when every stage is ok or skipped, 1 when a stage failed
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     phantom = sub.add_parser("phantom", help="generate the phantom chest X-ray dataset")
     phantom.add_argument("--out", default="data/phantom", help="output folder (default: data/phantom)")
-    from .phantom import PhantomConfig
+    from .phantom.config import PhantomConfig
 
     _add_dataclass_flags(phantom, PhantomConfig)
     return parser
@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from . import runs
-        from .run_lock import RunLocked
+        from .runs import runner as runs
+        from .runs.lock import RunLocked
 
         try:
             manifest = runs.run_spec(args.spec, only=args.only, start=args.start, force=args.force,
@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
               f"papermill_runs/{manifest['run']}/manifest.json")
         return 0
     if args.command == "phantom":
-        from .paths import resolve
-        from .phantom import generate_phantom
+        from .environment import resolve
+        from .phantom.writer import generate_phantom
 
         overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
                      if k not in ("command", "out") and v is not None}

@@ -1,0 +1,5 @@
+"""Ensembles of stored predictions and maps: combiners, diversity, efficiency, notebook 05's
+report.
+
+Imports localize and every earlier stage.
+"""

@@ -1,0 +1,114 @@
+"""What notebook 04 shows from a scored run: wide tables, paired comparisons, the failure review.
+
+:func:`paired_comparisons` gives mean differences with paired patient-bootstrap CIs (backbone
+vs backbone for a method, method vs method for a backbone, e.g. ``gradcam`` vs
+``gradcam@layer3``); :func:`format_table` the ``value [low, high]`` table with target layer,
+native feature size and map size beside every number; :func:`worst_localized` and
+:func:`failure_inputs` the WILDCAT study's failure review; :func:`classifier_auc` the
+classifier's ROC-AUC to set localization against.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..evaluate.bootstrap import paired_bootstrap
+
+__all__ = ["paired_comparisons", "format_table", "worst_localized", "classifier_auc", "failure_inputs"]
+
+
+def paired_comparisons(per_image: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Mean difference a - b with a paired patient-bootstrap CI on the images valid for both:
+    every backbone pair for the same method, and every method pair for the same backbone."""
+    if per_image.empty:
+        return pd.DataFrame()
+    df = per_image[per_image["variant"] == "maps"]
+    systems = df[["model", "method"]].drop_duplicates().values.tolist()
+    pairs = [(a, b) for i, a in enumerate(systems) for b in systems[i + 1:]
+             if (a[0] == b[0]) != (a[1] == b[1])]
+    rows = []
+    for metric, dm in df.groupby("metric"):
+        by = {k: g.set_index("image_id") for k, g in dm.groupby(["model", "method"])}
+        for a, b in pairs:
+            if tuple(a) not in by or tuple(b) not in by:
+                continue
+            ga, gb = by[tuple(a)], by[tuple(b)]
+            common = ga.index.intersection(gb.index)
+            if len(common) < 2:
+                continue
+            est = paired_bootstrap(np.mean, [ga.loc[common, "value"].to_numpy()], [gb.loc[common, "value"].to_numpy()],
+                                   groups=ga.loc[common, "patient_id"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
+            rows.append({"metric": metric, "comparison": "backbone" if a[1] == b[1] else "method",
+                         "model_a": a[0], "method_a": a[1], "model_b": b[0], "method_b": b[1], "n": len(common),
+                         "diff": est.value, "low": est.low, "high": est.high})
+    return pd.DataFrame(rows)
+
+
+def format_table(metrics: pd.DataFrame, names: Sequence[str], variant: str = "maps") -> pd.DataFrame:
+    """Wide table: one row per model x method (with target layer, its native feature size and
+    the stored map size beside every number), one column per metric holding ``value [low, high]``."""
+    df = metrics[(metrics["variant"] == variant) & metrics["metric"].isin(names)].copy()
+    df["cell"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df["value"], df["low"], df["high"])]
+    keys = ["model", "method", "target_layer", "feature_size", "map_size"]
+    df["feature_size"] = df.get("feature_size", pd.Series("", index=df.index)).fillna("")
+    wide = df.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first")
+    return wide[[n for n in names if n in wide.columns]].reset_index()
+
+
+def worst_localized(per_image: pd.DataFrame, metric: str = "energy", n: int = 8,
+                    prob_threshold: float = 0.5) -> pd.DataFrame:
+    """The true positives (label 1, prob >= threshold) with the lowest ``metric`` per model x
+    method: the WILDCAT study's failure review (where does the attention go instead?)."""
+    df = per_image[(per_image["variant"] == "maps") & (per_image["metric"] == metric)
+                   & (per_image["label"] == 1) & (per_image["prob"] >= prob_threshold)]
+    return (df.sort_values("value").groupby(["model", "method"], sort=False).head(n)
+            .sort_values(["model", "method", "value"]).reset_index(drop=True))
+
+
+def classifier_auc(run, model: str, split: str = "test") -> float:
+    """Test ROC-AUC of ``model``: from ``metrics.json`` (``operating_points.*.roc_auc``, the
+    training notebook's format), else computed from ``predictions.csv``; NaN when neither exists.
+    Either file is refused when made by another checkpoint than the model's ``best.pt``."""
+    from ..evaluate.classification import roc_auc
+    from ..models.outputs import load_metrics, load_predictions
+
+    if run.model_metrics(model).exists():
+        ops = load_metrics(run, model).get("operating_points", {})
+        for point in ops.values():
+            if "roc_auc" in point:
+                return float(point["roc_auc"])
+    if not run.model_predictions(model).exists():
+        return float("nan")
+    pred = load_predictions(run, model)
+    pred = pred[pred["split"] == split]
+    return roc_auc(pred["label"], pred["prob"]) if pred["label"].nunique() == 2 else float("nan")
+
+
+def failure_inputs(run, rows: pd.DataFrame, image_size: int = 256, lung_source: str = "auto",
+                   **lung_options) -> tuple[list, list, list, list]:
+    """Images (squashed to ``image_size``), maps, box masks and lung masks of ``rows`` (from
+    :func:`worst_localized`), as row-aligned lists for :func:`localization_plots.failure_gallery`."""
+    from ..data.cache import resize_square
+    from ..data.tables import load_tables
+    from .report import ground_truth
+    from ..data.images import read_grayscale
+    from ..explain.stored import load_maps
+
+    tables = load_tables(run)
+    paths = tables.images.set_index("image_id")["path"]
+    per_system = {}
+    for (model, method), g in rows.groupby(["model", "method"], sort=False):
+        ms = load_maps(run, model, method)
+        ids = g["image_id"].astype(str).tolist()
+        per_system[model, method] = (ms, ids, ground_truth(tables, ids, ms.map_size, lung_source, **lung_options))
+    images, maps, boxes, lungs = [], [], [], []
+    for r in rows.itertuples():  # in the order of ``rows``
+        ms, ids, gt = per_system[r.model, r.method]
+        k = ids.index(str(r.image_id))
+        images.append(resize_square(read_grayscale(paths[str(r.image_id)]), image_size))
+        maps.append(ms.maps[ms.row(str(r.image_id))])
+        boxes.append(gt.box_masks[k])
+        lungs.append(gt.lungs.masks[k])
+    return images, maps, boxes, lungs

@@ -1,0 +1,190 @@
+"""Figures of notebook 05; every function returns a matplotlib figure (saved by the caller
+with :func:`pneumoloc.plots.save.save_figure`)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "plot_differences", "plot_matrix", "plot_reliability", "plot_frontier", "plot_map_cases",
+    "plot_table", "plot_localization",
+]
+
+
+def _plt():
+    import matplotlib.pyplot as plt  # heavy: imported on first figure, not with pneumoloc
+
+    return plt
+
+
+def plot_differences(table: pd.DataFrame, metric: str = "roc_auc", reference: str = ""):
+    """Forest plot: each system's ``d_<metric>`` (system - reference) with its paired CI,
+    annotated with DeLong's p for ROC-AUC."""
+    plt = _plt()
+    t = table.reset_index(drop=True)
+    y = np.arange(len(t))[::-1]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(t) + 1.2))
+    d, lo, hi = t[f"d_{metric}"], t[f"d_{metric}_low"], t[f"d_{metric}_high"]
+    ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="o", color="k", ecolor="0.4", capsize=3)
+    ax.axvline(0, color="C3", lw=1, ls="--")
+    ax.set_yticks(y, t["system"])
+    for yi, row in zip(y, t.itertuples()):
+        if metric == "roc_auc" and row.system != reference:
+            ax.annotate(f"DeLong p={row.delong_p:.3f}", (1.01, yi), xycoords=("axes fraction", "data"),
+                        va="center", fontsize=8)
+    ax.set_xlabel(f"test {metric} − {reference or 'reference'} (95% paired bootstrap CI by patient)")
+    ax.set_title(f"Ensembles vs best single model on validation ({reference})")
+    return fig
+
+
+def plot_matrix(mat: pd.DataFrame, title: str, vmin: float = -1.0, vmax: float = 1.0,
+                cmap: str = "RdBu_r", fmt: str = ".2f", ax=None):
+    """Annotated heatmap of a square member x member matrix."""
+    plt = _plt()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(1 + 0.7 * len(mat), 0.8 + 0.6 * len(mat)))
+    im = ax.imshow(mat.to_numpy(float), vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(mat.index)), mat.index)
+    for (i, j), v in np.ndenumerate(mat.to_numpy(float)):
+        ax.text(j, i, "–" if not np.isfinite(v) else format(v, fmt), ha="center", va="center", fontsize=8)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def plot_reliability(tables: dict[str, pd.DataFrame], ece: dict[str, float], ncols: int = 4):
+    """Reliability diagrams (one panel per system): fraction of positives against mean
+    probability per bin, bar width = bin, marker area ~ count; the diagonal is perfect."""
+    plt = _plt()
+    n = len(tables)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 2.8 * nrows), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, (name, t) in zip(axes.flat, tables.items()):
+        ok = t["count"] > 0
+        ax.bar(t["low"], t["frac_pos"].where(ok, 0), width=t["high"] - t["low"], align="edge",
+               color="C0", alpha=0.35, edgecolor="C0")
+        ax.scatter(t.loc[ok, "mean_prob"], t.loc[ok, "frac_pos"], s=10 + 60 * t.loc[ok, "count"] / t["count"].max(),
+                   color="C0", zorder=3)
+        ax.plot([0, 1], [0, 1], color="0.4", ls="--", lw=1)
+        ax.set_title(f"{name}\nECE {ece[name]:.3f}", fontsize=9)
+        ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("mean P(pneumonia)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction positive")
+    fig.tight_layout()
+    return fig
+
+
+def plot_frontier(table: pd.DataFrame, costs: Sequence[str], scores: Sequence[str],
+                  label: str = "model", highlight: Sequence[str] = ()):
+    """Grid of cost (x, log scale) vs score (y) with the Pareto frontier drawn as a step line.
+
+    ``table`` has columns ``label``, every cost and every score; ``highlight`` names are
+    drawn in red (e.g. the MobileNets whose efficiency the paper claims).
+    """
+    from ..ensembles.efficiency import pareto_front
+
+    plt = _plt()
+    fig, axes = plt.subplots(len(scores), len(costs), figsize=(4.2 * len(costs), 3.4 * len(scores)),
+                             squeeze=False)
+    for i, s in enumerate(scores):
+        for j, c in enumerate(costs):
+            ax = axes[i, j]
+            ok = table[[c, s]].notna().all(axis=1)
+            t = table[ok]
+            front = pareto_front(t[c], t[s])
+            colors = ["C3" if n in highlight else "C0" for n in t[label]]
+            ax.scatter(t[c], t[s], c=colors, s=[60 if f else 25 for f in front], zorder=3,
+                       edgecolors=["k" if f else "none" for f in front])
+            f = t[front].sort_values(c)
+            ax.step(f[c], f[s], where="post", color="k", lw=1, alpha=0.6)
+            # systems at the same point (e.g. ensembles of the same members) share one label
+            for (x, v), names in t.groupby([c, s], sort=False)[label]:
+                ax.annotate(", ".join(names), (x, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.set_xlabel(c), ax.set_ylabel(s)
+    fig.suptitle("Cost vs quality (black edge = on the Pareto frontier; red = highlighted)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_map_cases(member_maps: np.ndarray, names: Sequence[str], ensemble: np.ndarray,
+                   spread: np.ndarray, titles: Sequence[str], images: np.ndarray | None = None,
+                   boxes: Sequence[np.ndarray] | None = None):
+    """Rows = cases; columns = each member's map, the ensemble map, the per-pixel spread.
+
+    Args:
+        member_maps: ``[M, K, H, W]`` for the K cases shown.
+        ensemble, spread: ``[K, H, W]``.
+        titles: one title per case (e.g. image id, label, map agreement).
+        images: optional ``[K, S, S]`` radiographs drawn under the maps.
+        boxes: optional per case ``[k, 4]`` boxes already scaled to the map frame (x, y, w, h).
+    """
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    m, k = member_maps.shape[:2]
+    cols = [*names, "ensemble", "spread (sd)"]
+    fig, axes = plt.subplots(k, m + 2, figsize=(1.9 * (m + 2), 2.0 * k + 0.4), squeeze=False)
+    h, w = ensemble.shape[1:]
+    for r in range(k):
+        panels = [*member_maps[:, r], ensemble[r], spread[r]]
+        for c, (ax, pan) in enumerate(zip(axes[r], panels)):
+            if images is not None:
+                ax.imshow(images[r], cmap="gray", extent=(0, w, h, 0))
+            is_spread = c == m + 1
+            ax.imshow(pan, cmap="magma" if is_spread else "jet", vmin=0,
+                      vmax=0.5 if is_spread else 1, alpha=0.5 if images is not None else 1,
+                      extent=(0, w, h, 0))
+            for b in (boxes[r] if boxes is not None else []):
+                ax.add_patch(Rectangle((b[0], b[1]), b[2], b[3], fill=False, ec="lime", lw=1))
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=8)
+        axes[r, 0].set_ylabel(titles[r], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_table(table: pd.DataFrame, title: str = "", fontsize: int = 7):
+    """Render a (formatted, string) table as a figure for the paper."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(min(16, 1.3 + 1.05 * table.shape[1]), 0.6 + 0.28 * (len(table) + 1)))
+    ax.axis("off")
+    tab = ax.table(cellText=table.astype(str).to_numpy(), colLabels=list(table.columns),
+                   loc="center", cellLoc="center")
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(fontsize)
+    tab.auto_set_column_width(list(range(table.shape[1])))
+    if title:
+        ax.set_title(title, fontsize=fontsize + 2)
+    return fig
+
+
+def plot_localization(table: pd.DataFrame, reference: str = ""):
+    """One panel per localization metric: each system's mean with its patient-bootstrap CI
+    (``compare_localization``'s long table); the reference system's value as a dashed line."""
+    plt = _plt()
+    metrics = list(dict.fromkeys(table["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 0.35 * table["system"].nunique() + 1.4),
+                             squeeze=False, sharey=True)
+    for ax, m in zip(axes[0], metrics):
+        t = table[table["metric"] == m].reset_index(drop=True)
+        y = np.arange(len(t))[::-1]
+        ax.errorbar(t["value"], y, xerr=[t["value"] - t["low"], t["high"] - t["value"]], fmt="o",
+                    color="k", ecolor="0.4", capsize=3)
+        ref = t[t["system"] == reference]
+        if len(ref):
+            ax.axvline(ref["value"].iloc[0], color="C3", ls="--", lw=1)
+        ax.set_yticks(y, t["system"])
+        ax.set_title(f"{m} (n={t['n'].max()})", fontsize=9)
+    fig.suptitle(f"Localization of member and ensemble maps (dashed: {reference or 'reference'})")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,229 @@
+"""Run specs: ``papermill_runs/<name>.yaml`` parsed, validated and expanded into stages.
+
+A spec names the notebooks to execute, in order, and their parameters::
+
+    name: demo                 # run folder papermill_runs/<name>, figures in figures/<name>
+    timeout: 1800              # seconds one notebook may take before it is stopped
+    parameters:                # given to every notebook that declares them
+      seed: 0
+    notebooks:
+      - notebook: 01_data_audit_and_patient_split
+        parameters: {dataset: phantom, data_root: data/phantom}
+      - notebook: 02_train_backbone
+        foreach: {backbone: [resnet18, mobilenet_v3]}   # one execution per value
+        parameters: {epochs: 4}
+        overrides: {mobilenet_v3: {epochs: 6}}          # per-value extras
+
+Unknown keys, unknown notebook parameters and values whose type differs from the
+notebook's default are errors naming the spec file, so a typo never silently runs
+the default. ``name`` and the ``foreach`` values become folder and file names, so they
+are limited to ``[A-Za-z0-9._-]`` (no path separator, no ``..``); every ``timeout`` is a
+positive, finite number of seconds. A stage's *fingerprint* hashes its notebook, its
+parameters, the library source and the fingerprints of the stages before it: a rerun skips a stage
+whose fingerprint is unchanged and whose previous execution succeeded.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..environment import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_DIR, resolve
+
+__all__ = ["Stage", "RunSpec", "load_spec", "notebook_parameters", "library_hash"]
+
+_SPEC_KEYS = {"name", "timeout", "parameters", "notebooks", "description"}
+_STAGE_KEYS = {"notebook", "parameters", "foreach", "overrides", "timeout"}
+# Parameters the runner always sets; every notebook declares them.
+RUNNER_PARAMETERS = ("run_dir", "figures_dir")
+# Run names and foreach values become paths (papermill_runs/<name>/<stem>__<value>.ipynb):
+# the POSIX portable filename character set, never ".." and never only dots ("." is the folder itself).
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+@dataclass
+class Stage:
+    """One notebook execution."""
+
+    name: str  # e.g. "02_train_backbone[resnet18]"
+    notebook: Path  # source notebook
+    output_name: str  # executed notebook file name inside the run folder
+    parameters: dict[str, Any]
+    timeout: float
+    fingerprint: str = ""
+
+
+@dataclass
+class RunSpec:
+    name: str
+    path: Path
+    timeout: float
+    stages: list[Stage] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return RUNS_DIR / self.name
+
+
+def notebook_parameters(notebook: Path) -> dict[str, Any]:
+    """Defaults of the notebook's ``parameters`` cell, evaluated as literals."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook.name}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    out: dict[str, Any] = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            try:
+                out[target.id] = ast.literal_eval(node.value)
+            except ValueError as e:
+                raise ValueError(f"{notebook.name}: parameter {target.id} is not a literal") from e
+    return out
+
+
+def _check_parameters(spec_path: Path, stage: str, given: dict, defaults: dict) -> None:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{spec_path}: stage {stage}: unknown parameters {unknown}; "
+                         f"the notebook declares {sorted(defaults)}")
+    for key, value in given.items():
+        default = defaults[key]
+        ok = (default is None or value is None or isinstance(value, type(default))
+              or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)))
+        if not ok or (isinstance(value, bool) and not isinstance(default, bool) and default is not None):
+            raise ValueError(f"{spec_path}: stage {stage}: parameter {key}={value!r} is a "
+                             f"{type(value).__name__}, the notebook expects {type(default).__name__}")
+
+
+def _check_safe_name(spec_path: Path, key: str, value: Any) -> str:
+    """``str(value)`` when it is a safe path component, else a ValueError naming ``key``."""
+    text = str(value)
+    safe = SAFE_NAME.fullmatch(text) and ".." not in text and text.strip(".")
+    if isinstance(value, (list, dict, tuple, set)) or not safe:
+        raise ValueError(f"{spec_path}: {key} {text!r} is not a safe file name: use only the characters "
+                         "A-Za-z0-9._- (letters, digits, dot, underscore, hyphen), not '..' and not only dots")
+    return text
+
+
+def _check_timeout(spec_path: Path, where: str, value: Any) -> float:
+    """A positive, finite number of seconds (bool is not a number), as float."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ValueError(f"{spec_path}: {where} timeout={value!r} must be a positive number of seconds "
+                         "(e.g. timeout: 1800)")
+    return float(value)
+
+
+def library_hash() -> str:
+    """Hash of the library's source: a code change invalidates stored stages."""
+    h = hashlib.sha256()
+    for p in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(p.relative_to(PACKAGE_DIR).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _expand(spec_path: Path, entry: dict, common: dict, default_timeout: float,
+            forced: dict | None = None) -> list[Stage]:
+    unknown = sorted(set(entry) - _STAGE_KEYS)
+    if unknown:
+        raise ValueError(f"{spec_path}: notebook entry {entry.get('notebook')!r} has unknown keys {unknown}; "
+                         f"allowed: {sorted(_STAGE_KEYS)}")
+    stem = str(entry["notebook"]).removesuffix(".ipynb")
+    notebook = NOTEBOOKS_DIR / f"{stem}.ipynb"
+    if not notebook.exists():
+        known = sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+        raise ValueError(f"{spec_path}: no notebook {notebook.name} in {NOTEBOOKS_DIR}; known: {known}")
+    defaults = notebook_parameters(notebook)
+    base = {k: v for k, v in common.items() if k in defaults}
+    base.update(entry.get("parameters") or {})
+    base.update({k: v for k, v in (forced or {}).items() if k in defaults})
+    timeout = (_check_timeout(spec_path, f"notebook entry {stem!r}:", entry["timeout"])
+               if "timeout" in entry else default_timeout)
+    foreach = entry.get("foreach") or {}
+    if len(foreach) > 1:
+        raise ValueError(f"{spec_path}: {stem}: foreach takes one parameter, got {sorted(foreach)}")
+    if not foreach:
+        _check_parameters(spec_path, stem, base, defaults)
+        return [Stage(stem, notebook, f"{stem}.ipynb", base, timeout)]
+    (key, values), = foreach.items()
+    if not isinstance(values, list):
+        raise ValueError(f"{spec_path}: {stem}: foreach {key!r} takes a list of values, got {values!r}")
+    for value in values:
+        _check_safe_name(spec_path, f"notebook entry {stem!r}: foreach {key!r} value", value)
+    overrides = entry.get("overrides") or {}
+    stray = sorted(set(map(str, overrides)) - set(map(str, values)))
+    if stray:
+        raise ValueError(f"{spec_path}: {stem}: overrides for {stray} which are not in foreach {key}")
+    stages = []
+    for value in values:
+        params = {**base, key: value, **(overrides.get(value) or {})}
+        params.update({k: v for k, v in (forced or {}).items() if k in defaults})
+        name = f"{stem}[{value}]"
+        _check_parameters(spec_path, name, params, defaults)
+        stages.append(Stage(name, notebook, f"{stem}__{value}.ipynb", params, timeout))
+    return stages
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunSpec:
+    """Parse and validate a run spec; relative paths are from the project root.
+
+    Args:
+        path: the spec file.
+        overrides: parameters that win over the spec's, given to every notebook that
+            declares them (``pneumoloc run spec.yaml --set data_root=/data/rsna``); a key
+            no notebook declares is an error.
+    """
+    path = resolve(path)
+    if not path.exists():
+        raise FileNotFoundError(f"run spec {path} does not exist; see papermill_runs/*.yaml for examples")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(raw) - _SPEC_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(_SPEC_KEYS)}")
+    if not raw.get("notebooks"):
+        raise ValueError(f"{path}: 'notebooks' lists no notebook to run")
+    name = _check_safe_name(path, "'name'" if raw.get("name") else "'name' (the file stem, as no name is given)",
+                            raw.get("name") or path.stem)
+    timeout = _check_timeout(path, "top-level", raw["timeout"]) if "timeout" in raw else 3600.0
+    spec = RunSpec(name=name, path=path, timeout=timeout, raw=raw)
+    common = dict(raw.get("parameters") or {})
+    for entry in raw["notebooks"]:
+        spec.stages.extend(_expand(path, entry, common, timeout, overrides))
+    stray = sorted(set(overrides or {}) - {k for s in spec.stages for k in s.parameters})
+    if stray:
+        raise ValueError(f"{path}: overrides {stray} are declared by no notebook of this spec")
+    _fingerprint(spec)
+    return spec
+
+
+def _fingerprint(spec: RunSpec) -> None:
+    """Chain hashes over notebook entries: a stage depends on everything before its entry.
+
+    Stages of one ``foreach`` entry (e.g. one per backbone) do not depend on each
+    other, so changing one backbone's parameters reruns only that backbone and
+    what comes after the entry.
+    """
+    upstream = hashlib.sha256(library_hash().encode())
+    entry_hash = upstream.copy()
+    previous = None
+    for stage in spec.stages:
+        if stage.notebook != previous:
+            upstream = entry_hash.copy()
+            previous = stage.notebook
+        h = upstream.copy()
+        h.update(stage.notebook.read_bytes())
+        h.update(json.dumps(stage.parameters, sort_keys=True, default=str).encode())
+        stage.fingerprint = h.hexdigest()
+        entry_hash.update(stage.fingerprint.encode())

@@ -1,0 +1,126 @@
+"""Batches for training and prediction, straight from the uint8 image cache.
+
+A batch is a fancy index into the cache's memory map, converted and augmented as
+one tensor (:mod:`pneumoloc.training.transforms`), so an epoch costs model compute, not
+decoding. The training order of an epoch is a function of ``(seed, epoch)`` only,
+which is what makes a resumed run identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import SAMPLERS, TrainConfig
+from .transforms import AugmentConfig, augment_batch, normalize, to_unit
+
+__all__ = ["TrainData", "prepare_data", "epoch_order", "make_batch", "predict", "predictions_table"]
+
+
+@dataclass
+class TrainData:
+    """Cached images and targets of the usable rows of a run's images table.
+
+    Attributes:
+        images: uint8 ``[N, S, S]`` (memmap) row-aligned with ``table``.
+        table: the images table rows in use (undecodable and unselected rows dropped).
+        targets: float32 ``[N, K]`` (NaN = not scored).
+        outputs: names of the K outputs (``["pneumonia"]`` or the findings).
+        skipped: rows left out because their image could not be decoded.
+    """
+
+    images: np.ndarray
+    table: pd.DataFrame
+    targets: np.ndarray
+    outputs: list[str]
+    skipped: pd.DataFrame
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.table["split"].to_numpy() == split)
+
+
+def prepare_data(images: pd.DataFrame, cfg: TrainConfig, findings: list[str] | tuple = (),
+                 cache_dir=None, progress: bool = True) -> TrainData:
+    """Cache the images at ``cfg.image_size`` and assemble targets for ``cfg.task``."""
+    from ..data.cache import load_cache
+
+    if "split" not in images:
+        raise ValueError("images table has no 'split' column: run notebook 01 (patient split) first")
+    images = images.reset_index(drop=True)
+    outputs = ["pneumonia"] if cfg.task == "binary" else list(findings)
+    if not outputs:
+        raise ValueError("task='multilabel' needs finding columns; this dataset lists none (use task='binary')")
+    cache = load_cache(images, cfg.image_size, folder=cache_dir, progress=progress)
+    keep = cache.valid
+    if cfg.max_train_images:
+        train = np.flatnonzero(keep & (images["split"] == "train").to_numpy())
+        if len(train) > cfg.max_train_images:
+            rng = np.random.default_rng(cfg.seed)
+            drop = np.setdiff1d(train, rng.choice(train, cfg.max_train_images, replace=False))
+            keep[drop] = False
+    rows = np.flatnonzero(keep)
+    table = images.iloc[rows].reset_index(drop=True)
+    cols = ["label"] if cfg.task == "binary" else outputs
+    targets = table[cols].to_numpy(dtype=np.float32)
+    arr = cache.images if keep.all() else np.asarray(cache.images[rows])
+    return TrainData(images=arr, table=table, targets=targets, outputs=outputs, skipped=cache.failed)
+
+
+def epoch_order(data: TrainData, cfg: TrainConfig, epoch: int) -> np.ndarray:
+    """Training row indices of one epoch, a function of (seed, epoch) only."""
+    idx = data.indices("train")
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    order = SAMPLERS[cfg.sampler](data.table["label"].to_numpy()[idx], g)
+    return idx[order]
+
+
+def make_batch(data: TrainData, rows: np.ndarray, device, augment: AugmentConfig | None,
+               generator: torch.Generator | None, channels_last: bool = False):
+    """Gather cached rows, augment them as one batch on ``device``, normalize; returns ``(x, y)``."""
+    srt = np.sort(rows)  # memmap reads in file order; the batch order does not matter to the loss
+    x = to_unit(np.asarray(data.images[srt])).to(device, non_blocking=True)
+    if augment is not None:
+        x = augment_batch(x, augment, generator)
+    x = normalize(x)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.from_numpy(data.targets[srt]).to(device)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: TrainData, rows: np.ndarray, batch_size: int = 64,
+            device="cpu", loss_fn=None) -> tuple[np.ndarray, float]:
+    """Probabilities ``[n, K]`` for ``rows`` (eval mode, no augmentation) and the mean loss."""
+    model.eval()
+    probs, losses, n = [], 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        r = rows[start:start + batch_size]
+        x, y = make_batch(data, r, device, None, None)
+        logits = model(x).float()
+        probs.append(model.probabilities(logits).cpu().numpy()[np.argsort(np.argsort(r))])
+        if loss_fn is not None:
+            losses += float(loss_fn(logits, y)) * len(r)
+            n += len(r)
+    empty = np.zeros((0, len(data.outputs)), dtype=np.float32)
+    return (np.concatenate(probs) if probs else empty), (losses / n if n else float("nan"))
+
+
+def predictions_table(model, data: TrainData, device="cpu", batch_size: int = 64,
+                      splits: tuple[str, ...] = ("val", "test")) -> pd.DataFrame:
+    """The predictions contract: ``image_id, patient_id, split, label, prob`` (+ per finding)."""
+    parts = []
+    for split in splits:
+        rows = data.indices(split)
+        probs, _ = predict(model, data, rows, batch_size, device)
+        t = data.table.iloc[rows][["image_id", "patient_id", "split", "label"]].reset_index(drop=True)
+        if data.outputs == ["pneumonia"]:
+            t["prob"] = probs[:, 0]
+        else:
+            for k, f in enumerate(data.outputs):
+                t[f"label_{f}"], t[f"prob_{f}"] = data.targets[rows, k], probs[:, k]
+            if "pneumonia" in [o.lower() for o in data.outputs]:
+                t["prob"] = probs[:, [o.lower() for o in data.outputs].index("pneumonia")]
+        parts.append(t)
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,48 @@
+"""Diversity: references from numpy/scipy and hand-computed cases."""
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from pneumoloc.ensembles.diversity import (disagreement, error_correlation, errors, map_agreement_matrix,
+                                           map_rank_correlation, pixel_spread)
+
+
+def test_errors_and_disagreement_by_hand():
+    y = np.array([1, 0, 1, 0])
+    p = np.array([[0.9, 0.2], [0.6, 0.7], [0.4, 0.8], [0.1, 0.3]])
+    e = errors(y, p)
+    np.testing.assert_array_equal(e, [[0, 1], [1, 1], [1, 0], [0, 0]])
+    d = disagreement((p >= 0.5).astype(int), ["a", "b"])
+    # decisions a=[1,1,0,0], b=[0,1,1,0]: differ on images 0 and 2
+    assert d.loc["a", "b"] == pytest.approx(0.5) and d.loc["a", "a"] == 0
+
+
+def test_error_correlation_matches_numpy_corrcoef():
+    rng = np.random.default_rng(0)
+    e = (rng.random((200, 4)) < 0.3).astype(float)
+    e[:, 1] = np.maximum(e[:, 1], e[:, 0])  # correlated pair
+    np.testing.assert_allclose(error_correlation(e).to_numpy(), np.corrcoef(e.T), atol=1e-12)
+    e[:, 3] = 0  # a member that never errs has no correlation
+    assert np.isnan(error_correlation(e).to_numpy()[3, 0])
+
+
+def test_map_rank_correlation_matches_scipy_per_image_with_ties():
+    rng = np.random.default_rng(2)
+    a = np.round(rng.random((6, 7, 7)), 1).astype(np.float16)  # float16 + ties, as stored
+    b = np.round(a + rng.normal(scale=0.3, size=a.shape), 1).astype(np.float16)
+    got = map_rank_correlation(a, b)
+    ref = [spearmanr(a[i].ravel().astype(float), b[i].ravel().astype(float)).statistic for i in range(6)]
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    b[0] = 0  # constant map: NaN, not a number
+    assert np.isnan(map_rank_correlation(a, b)[0])
+
+
+def test_map_agreement_matrix_and_spread():
+    rng = np.random.default_rng(3)
+    m = rng.random((3, 5, 4, 4))
+    m[2] = 1 - m[0]  # reversed ranking
+    mat = map_agreement_matrix(m, ["a", "b", "c"])
+    assert mat.loc["a", "a"] == 1 and mat.loc["a", "c"] == pytest.approx(-1)
+    assert mat.loc["a", "b"] == pytest.approx(np.mean(map_rank_correlation(m[0], m[1])))
+    np.testing.assert_allclose(pixel_spread(m), m.std(axis=0), atol=1e-6)
+    assert pixel_spread(np.stack([m[0]] * 3)).max() < 1e-7  # identical members do not spread

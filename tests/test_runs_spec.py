@@ -1,0 +1,73 @@
+"""Run-spec validation: names and foreach values become paths, timeouts must be seconds."""
+from __future__ import annotations
+
+import pytest
+from notebook_factory import write_notebook
+
+from pneumoloc.runs import spec as runspec
+
+PARAMS = 'run_dir = "x"  # run\nfigures_dir = ""  # figures\nvalue = 1  # a number\nname = "a"  # a name\n'
+
+
+@pytest.fixture
+def nbdir(tmp_path, monkeypatch):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    monkeypatch.setattr(runspec, "NOTEBOOKS_DIR", d)
+    monkeypatch.setattr(runspec, "library_hash", lambda: "fixed")
+    write_notebook(d / "a_ok.ipynb", PARAMS, "x = 1")
+    return d
+
+
+def _spec(tmp_path, body: str):
+    p = tmp_path / "spec.yaml"
+    p.write_text(body)
+    return p
+
+
+def _foreach(values: str) -> str:
+    return f"name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {{name: {values}}}\n"
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "a\\\\b", "..", "run one", "dé", "a:b", ".", "..."])
+def test_unsafe_run_name_is_an_error(tmp_path, nbdir, name):
+    with pytest.raises(ValueError, match=r"spec\.yaml.*'name'.*A-Za-z0-9\._-"):
+        runspec.load_spec(_spec(tmp_path, f'name: "{name}"\nnotebooks:\n  - notebook: a_ok\n'))
+
+
+@pytest.mark.parametrize("values", ["[ok, ../up]", "[a/b]", "['..']", "[x y]", "[[1, 2]]", "['a;rm']"])
+def test_unsafe_foreach_value_is_an_error(tmp_path, nbdir, values):
+    with pytest.raises(ValueError, match=r"spec\.yaml.*foreach.*'name'.*A-Za-z0-9\._-"):
+        runspec.load_spec(_spec(tmp_path, _foreach(values)))
+
+
+def test_safe_names_and_values_load(tmp_path, nbdir):
+    s = runspec.load_spec(_spec(tmp_path, _foreach("[resnet18, vit_b.16, mobilenet-v3]").replace(
+        "name: t", "name: demo_2.v-1")))
+    assert s.name == "demo_2.v-1"
+    assert [x.output_name for x in s.stages] == ["a_ok__resnet18.ipynb", "a_ok__vit_b.16.ipynb",
+                                                  "a_ok__mobilenet-v3.ipynb"]
+    numbers = runspec.load_spec(_spec(tmp_path, "notebooks:\n  - notebook: a_ok\n    foreach: {value: [1, 2]}\n"))
+    assert [x.output_name for x in numbers.stages] == ["a_ok__1.ipynb", "a_ok__2.ipynb"]
+
+
+def test_file_stem_used_as_name_is_checked_too(tmp_path, nbdir):
+    p = tmp_path / "my run.yaml"
+    p.write_text("notebooks:\n  - notebook: a_ok\n")
+    with pytest.raises(ValueError, match=r"my run\.yaml.*'name'"):
+        runspec.load_spec(p)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "true", "false", "'60'", ".nan", "[1]", "null"])
+@pytest.mark.parametrize("where", ["top", "stage"])
+def test_timeout_must_be_a_positive_number(tmp_path, nbdir, value, where):
+    body = (f"name: t\ntimeout: {value}\nnotebooks:\n  - notebook: a_ok\n" if where == "top"
+            else f"name: t\nnotebooks:\n  - notebook: a_ok\n    timeout: {value}\n")
+    with pytest.raises(ValueError, match=r"spec\.yaml.*timeout.*positive number of seconds"):
+        runspec.load_spec(_spec(tmp_path, body))
+
+
+def test_valid_timeouts(tmp_path, nbdir):
+    s = runspec.load_spec(_spec(tmp_path, "name: t\ntimeout: 90\nnotebooks:\n  - notebook: a_ok\n"
+                                          "    timeout: 2.5\n  - notebook: a_ok\n"))
+    assert s.timeout == 90.0 and [x.timeout for x in s.stages] == [2.5, 90.0]
