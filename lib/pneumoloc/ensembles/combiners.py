@@ -31,6 +31,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..registry import Registry
+
 __all__ = [
     "FittedEnsemble", "COMBINERS", "register_combiner", "combiner_names", "fit_ensemble",
     "weighted_average", "roc_auc", "best_single", "ensemble_map", "normalize_maps",
@@ -64,21 +66,17 @@ class FittedEnsemble:
         return np.asarray(self.predict_fn(probs), dtype=float)
 
 
-COMBINERS: dict[str, Callable[..., FittedEnsemble]] = {}
+COMBINERS: Registry[Callable[..., FittedEnsemble]] = Registry("combiner")
 
 
 def register_combiner(name: str):
     """Decorator: ``@register_combiner("mean")`` on ``fit(val_probs, y_val, members, **opts)``."""
-    def deco(fn: Callable[..., FittedEnsemble]) -> Callable[..., FittedEnsemble]:
-        if name in COMBINERS and COMBINERS[name] is not fn:
-            raise ValueError(f"combiner {name!r} registered twice")
-        COMBINERS[name] = fn
-        return fn
-    return deco
+    return COMBINERS.register(name)
 
 
 def combiner_names() -> list[str]:
-    return list(COMBINERS)
+    """Combiner names in the order they are defined here (the order of notebook 05's tables)."""
+    return COMBINERS.names()
 
 
 def fit_ensemble(name: str, val_probs: np.ndarray, y_val: np.ndarray,
@@ -88,14 +86,13 @@ def fit_ensemble(name: str, val_probs: np.ndarray, y_val: np.ndarray,
     Raises:
         KeyError: unknown combiner; the message lists the known ones.
     """
-    if name not in COMBINERS:
-        raise KeyError(f"unknown combiner {name!r}; known combiners: {', '.join(COMBINERS)}")
+    fit = COMBINERS.lookup(name)
     members = tuple(members)
     val_probs = _as_matrix(val_probs, len(members), f"combiner {name!r}")
     y_val = np.asarray(y_val).astype(int).ravel()
     if y_val.size != val_probs.shape[0]:
         raise ValueError(f"combiner {name!r}: {y_val.size} labels for {val_probs.shape[0]} rows")
-    return COMBINERS[name](val_probs, y_val, members, **options)
+    return fit(val_probs, y_val, members, **options)
 
 
 def _as_matrix(probs: np.ndarray, n_members: int, who: str) -> np.ndarray:

@@ -28,7 +28,6 @@ of A; together about 1.5x faster than a contiguous copy with in-place ops turned
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..registry import Registry
 from .explainable import Explainable
 
 __all__ = ["METHODS", "TARGETS", "MapMethod", "register_method", "register_target", "method_names", "get_method",
@@ -62,45 +62,31 @@ class MapMethod:
     description: str
 
 
-METHODS: dict[str, MapMethod] = {}
-TARGETS: dict[str, Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]] = {}
+# Map methods; the modules listed register more of them (imported on first registry use).
+METHODS: Registry[MapMethod] = Registry("map method", modules=("pneumoloc.explain.attributions",))
+TARGETS: Registry[Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]] = Registry("target")
 # Fast gradient-weighted CAMs: name -> combine(A [B,C,h,w], dS/dA [B,C,h,w]) -> cam [B,h,w].
 FAST_CAMS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
 # Every grad-cam package method: name -> class name in ``pytorch_grad_cam``.
 LIBRARY_CAMS: dict[str, str] = {}
-# Modules whose import registers more methods (loaded on first registry use).
-_METHOD_MODULES = ("pneumoloc.explain.attributions",)
 
 
 def register_method(name: str, family: str, description: str):
     """Decorator registering ``compute(explainable, x, target) -> [B,T,S,S]`` as ``name``."""
-    def deco(fn: MapFn) -> MapFn:
-        if name in METHODS and METHODS[name].compute is not fn:
-            raise ValueError(f"map method {name!r} registered twice")
-        METHODS[name] = MapMethod(name, fn, family, description)
-        return fn
-    return deco
+    return METHODS.register(name, wrap=lambda fn: MapMethod(name, fn, family, description))
 
 
 def register_target(name: str):
     """Decorator: ``fn(logits [B,K], positive_index) -> (index [B,T] long, sign [B,T] float)``."""
-    def deco(fn):
-        TARGETS[name] = fn
-        return fn
-    return deco
+    return TARGETS.register(name)
 
 
 def method_names() -> list[str]:
-    for mod in _METHOD_MODULES:
-        importlib.import_module(mod)
-    return sorted(METHODS)
+    return sorted(METHODS.names())
 
 
 def get_method(name: str) -> MapMethod:
-    names = method_names()
-    if name not in METHODS:
-        raise KeyError(f"unknown map method {name!r}; known methods: {', '.join(names)}")
-    return METHODS[name]
+    return METHODS.lookup(name)
 
 
 # --- targets (STYLE.md rule 4) --------------------------------------------------------
@@ -126,9 +112,7 @@ def _findings(logits: torch.Tensor, positive_index: int):
 
 def resolve_targets(logits: torch.Tensor, positive_index: int, target: str):
     """Logit index and sign per image and map; the explained score is ``sign * logit[index]``."""
-    if target not in TARGETS:
-        raise KeyError(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))}")
-    return TARGETS[target](logits.detach(), positive_index)
+    return TARGETS.lookup(target)(logits.detach(), positive_index)
 
 
 def explain(ex: Explainable, x: torch.Tensor, method: str, target: str = "pneumonia") -> torch.Tensor:

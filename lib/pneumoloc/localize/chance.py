@@ -18,20 +18,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..registry import Registry
 from .metrics import as_maps, box_masks
 
 __all__ = ["BASELINES", "register_baseline", "uniform_lung_maps", "box_prior_map",
            "box_prior_maps", "shuffled_partners", "shuffled_box_masks"]
 
-BASELINES: dict[str, Callable[..., np.ndarray]] = {}
+BASELINES: Registry[Callable[..., np.ndarray]] = Registry("chance map")
 
 
 def register_baseline(name: str):
     """Decorator for baseline map builders ``fn(lungs, prior) -> float16 [N, M, M]``."""
-    def deco(fn):
-        BASELINES[name] = fn
-        return fn
-    return deco
+    return BASELINES.register(name)
 
 
 @register_baseline("uniform_lung")

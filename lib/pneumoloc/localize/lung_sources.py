@@ -37,6 +37,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ..registry import Registry
+
 __all__ = ["LungMasks", "LUNG_SOURCES", "register_lung_source", "lung_masks", "resize_mask",
            "rle_decode", "chexmask_masks", "classical_lung_mask", "otsu_lung_mask", "pspnet_masks",
            "PSPNET_WEIGHTS_NAME"]
@@ -60,14 +62,12 @@ class LungMasks:
     missing: int
 
 
-LUNG_SOURCES: dict[str, Callable[..., LungMasks]] = {}
+LUNG_SOURCES: Registry[Callable[..., LungMasks]] = Registry("lung mask source")
 
 
 def register_lung_source(name: str):
-    def deco(fn):
-        LUNG_SOURCES[name] = fn
-        return fn
-    return deco
+    """Decorator: ``@register_lung_source("otsu")`` on ``fn(images, size, **options) -> LungMasks``."""
+    return LUNG_SOURCES.register(name)
 
 
 def lung_masks(source: str, images: pd.DataFrame, size: int, **options) -> LungMasks:
@@ -76,9 +76,7 @@ def lung_masks(source: str, images: pd.DataFrame, size: int, **options) -> LungM
     Raises:
         KeyError: unknown source; the message lists the known ones.
     """
-    if source not in LUNG_SOURCES:
-        raise KeyError(f"unknown lung mask source {source!r}; known: {', '.join(sorted(LUNG_SOURCES))}")
-    return LUNG_SOURCES[source](images, size, **options)
+    return LUNG_SOURCES.lookup(source)(images, size, **options)
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -18,20 +18,18 @@ from typing import Callable
 
 import numpy as np
 
+from ..registry import Registry, UnknownNameError
 from .metrics import as_maps, iou_dice
 
 __all__ = ["THRESHOLDS", "register_threshold", "thresholds_for", "otsu_thresholds",
            "fraction_thresholds", "binarize", "gate", "gated_iou", "tune_fraction", "tune_gate"]
 
-THRESHOLDS: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+THRESHOLDS: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("threshold rule")
 
 
 def register_threshold(name: str):
     """Decorator: ``@register_threshold("otsu")`` on ``fn(maps [N,M,M]) -> thresholds [N]``."""
-    def deco(fn):
-        THRESHOLDS[name] = fn
-        return fn
-    return deco
+    return THRESHOLDS.register(name)
 
 
 # 256-level value of every float16 bit pattern, so stored maps are quantized by one table lookup
@@ -92,15 +90,12 @@ for _f in (0.25, 0.5, 0.75):
 
 def thresholds_for(rule: str, maps) -> np.ndarray:
     """Per-image thresholds by rule name: a registered name or ``frac<f>`` for any ``f``."""
-    if rule in THRESHOLDS:
-        return THRESHOLDS[rule](maps)
-    if rule.startswith("frac"):
+    if rule.startswith("frac") and rule not in THRESHOLDS:
         try:
             return fraction_thresholds(maps, float(rule[4:]))
-        except ValueError:
-            pass
-    raise KeyError(f"unknown threshold rule {rule!r}; known: {', '.join(sorted(THRESHOLDS))} "
-                   "or frac<f> with 0 <= f < 1")
+        except ValueError as err:
+            raise UnknownNameError(f"unknown threshold rule {rule!r}: frac<f> needs 0 <= f < 1") from err
+    return THRESHOLDS.lookup(rule)(maps)
 
 
 def binarize(maps, thresholds) -> np.ndarray:

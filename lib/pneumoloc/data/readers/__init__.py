@@ -7,42 +7,26 @@ Reader modules are imported lazily (on first use of the registry) so that
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 from ...environment import resolve
+from ...registry import Registry
 from ..tables import DatasetTables
 
 __all__ = ["register_reader", "read_dataset", "reader_names", "READERS"]
 
-READERS: dict[str, Callable[..., DatasetTables]] = {}
-
-# Modules that hold readers; importing one fills READERS through the decorator.
-_READER_MODULES = ("phantom", "kermany", "rsna", "nih", "chexpert", "mimic")
+# The modules that hold readers, imported on first use of the registry.
+READERS: Registry[Callable[..., DatasetTables]] = Registry(
+    "reader", modules=tuple(f"{__name__}.{m}" for m in ("phantom", "kermany", "rsna", "nih", "chexpert", "mimic")))
 
 
 def register_reader(name: str):
     """Decorator: ``@register_reader("kermany")`` on ``def read(root, **options) -> DatasetTables``."""
-    def deco(fn: Callable[..., DatasetTables]) -> Callable[..., DatasetTables]:
-        if name in READERS and READERS[name] is not fn:
-            raise ValueError(f"reader {name!r} registered twice")
-        READERS[name] = fn
-        return fn
-    return deco
-
-
-def _load_all() -> None:
-    for mod in _READER_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:  # a reader module not written yet
-            if e.name != f"{__name__}.{mod}":
-                raise
+    return READERS.register(name)
 
 
 def reader_names() -> list[str]:
-    _load_all()
-    return sorted(READERS)
+    return sorted(READERS.names())
 
 
 def read_dataset(name: str, root: str, **options) -> DatasetTables:
@@ -51,7 +35,4 @@ def read_dataset(name: str, root: str, **options) -> DatasetTables:
     Raises:
         KeyError: unknown reader; the message lists the known ones.
     """
-    _load_all()
-    if name not in READERS:
-        raise KeyError(f"unknown dataset {name!r}; known readers: {', '.join(sorted(READERS))}")
-    return READERS[name](str(resolve(root)), **options)
+    return READERS.lookup(name)(str(resolve(root)), **options)
