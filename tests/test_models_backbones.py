@@ -6,7 +6,7 @@ import torch
 
 from pneumoloc.models import specs as backbone_registry
 from pneumoloc.models.backbones import Classifier, _derived_spec, build_model, resolve_layer
-from pneumoloc.models.checkpoints import model_from_config
+from pneumoloc.models.kinds import model_from_config
 from pneumoloc.models.specs import BACKBONES, ChannelsFirst, TokensToGrid
 
 SIZE = {"vit_b_16": 32}  # ViT-B/16 at 32 px: a 2×2 patch grid; CNNs at 64 px (2×2 maps at stride 32)
@@ -136,3 +136,8 @@ def test_output_names_set_the_pneumonia_index_for_multilabel_models():
         build_model("mobilenet_v2", num_outputs=2, output_names=["a"])
 
 
+
+
+def test_unknown_model_kind_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="unknown model kind 'keras'; known model kinds: paper, timm"):
+        model_from_config({"kind": "keras"})

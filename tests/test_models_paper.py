@@ -11,8 +11,8 @@ import torchvision.models as tvm
 from torch import nn
 
 from pneumoloc.models.backbones import resolve_layer
-from pneumoloc.models.checkpoints import import_paper_checkpoint, load_model, save_checkpoint
-from pneumoloc.models.paper import PAPER_ARCHS
+from pneumoloc.models.checkpoints import load_model, save_checkpoint
+from pneumoloc.models.paper import PAPER_ARCHS, import_paper_checkpoint
 
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .heads import build_head, check_head
+from .kinds import register_model_kind
 from .specs import _TIMM_KWARGS, BACKBONES, BackboneSpec, ChannelsFirst, TokensToGrid
 from .weights import check_fits, hub_unavailable, load_state_dict_file
 
@@ -158,7 +159,7 @@ class Classifier(nn.Module):
         backbone: the feature extractor (a timm model for built models).
         head: a head of :mod:`pneumoloc.models.heads` (features → logits).
         spec: the :class:`BackboneSpec` (``target_layer`` is a path inside this module).
-        config: plain dict from which :func:`pneumoloc.models.checkpoints.model_from_config` rebuilds it.
+        config: plain dict from which :func:`pneumoloc.models.kinds.model_from_config` rebuilds it.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, spec: BackboneSpec, config: dict[str, Any],
@@ -234,3 +235,12 @@ def build_model(backbone: str, head: str = "linear", num_outputs: int = 1, in_ch
     model = Classifier(net, head_module, spec, config, in_chans)
     resolve_layer(model, spec.target_layer)  # fail now, not in notebook 03
     return model
+
+
+@register_model_kind("timm")
+def _timm_from_config(backbone: str, head: str, num_outputs: int, in_chans: int, image_size: int,
+                      target_layer: str | None, head_options: dict[str, Any], output_names: list[str] | None = None,
+                      **_: Any) -> Classifier:
+    # Weights come from the checkpoint: never ask the hub or a weights file again.
+    return build_model(backbone, head, num_outputs, in_chans, pretrained=False, image_size=image_size,
+                       target_layer=target_layer, output_names=output_names, **head_options)

@@ -11,59 +11,28 @@ refused before anything runs. Metadata must be plain (numbers, strings, lists, d
 tensors); anything else is rejected at save time rather than producing a file that
 cannot be loaded safely.
 
-Checkpoints published with the paper are imported with :func:`import_paper_checkpoint`
-(see :mod:`pneumoloc.models.paper`).
+Checkpoints published with the paper are imported with
+:func:`pneumoloc.models.paper.import_paper_checkpoint`; :mod:`pneumoloc.models.kinds` rebuilds
+the architecture a checkpoint's config names.
 """
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 
 from ..storage import load_torch, save_torch
-from .backbones import Classifier, build_model
+from .backbones import Classifier
+from .kinds import model_from_config
 
-__all__ = ["FORMAT", "MODEL_KINDS", "register_model_kind", "model_from_config", "save_checkpoint",
-           "load_checkpoint", "load_model", "latest_good_checkpoint", "import_paper_checkpoint"]
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_model", "latest_good_checkpoint"]
 
 FORMAT = "pneumoloc-checkpoint/1"
 # Exact types: numpy.float64 subclasses float but pickles as a numpy global weights_only refuses.
 _PLAIN = (str, int, float, bool, type(None))
-
-
-MODEL_KINDS: dict[str, Callable[..., Classifier]] = {}
-
-
-def register_model_kind(kind: str) -> Callable[[Callable[..., Classifier]], Callable[..., Classifier]]:
-    """Register ``fn(**config) -> Classifier`` rebuilding (untrained) models whose config has this ``kind``."""
-    def add(fn: Callable[..., Classifier]) -> Callable[..., Classifier]:
-        MODEL_KINDS[kind] = fn
-        return fn
-    return add
-
-
-@register_model_kind("timm")
-def _timm_from_config(backbone: str, head: str, num_outputs: int, in_chans: int, image_size: int,
-                      target_layer: str | None, head_options: dict[str, Any], output_names: list[str] | None = None,
-                      **_: Any) -> Classifier:
-    # Weights come from the checkpoint: never ask the hub or a weights file again.
-    return build_model(backbone, head, num_outputs, in_chans, pretrained=False, image_size=image_size,
-                       target_layer=target_layer, output_names=output_names, **head_options)
-
-
-def model_from_config(config: dict[str, Any]) -> Classifier:
-    """Rebuild an untrained :class:`Classifier` with the architecture recorded in ``config``."""
-    from . import paper as paper_models  # noqa: F401  (registers the "paper" kind)
-
-    kind = config.get("kind")
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"model config kind {kind!r} unknown; known kinds: {sorted(MODEL_KINDS)}")
-    model = MODEL_KINDS[kind](**config)
-    model.config = dict(config)  # keep provenance keys (e.g. "init") of the original
-    return model
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -106,12 +75,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         CorruptFileError: missing file, missing checksum, or truncated/corrupted contents.
         pickle.UnpicklingError: the file holds objects other than tensors and plain values.
         ValueError: the file is not a pneumoloc checkpoint (e.g. a paper checkpoint: use
-            :func:`import_paper_checkpoint`).
+            :func:`pneumoloc.models.paper.import_paper_checkpoint`).
     """
     ckpt = load_torch(path, map_location="cpu", check=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file; for checkpoints published with the paper "
-                         f"use pneumoloc.models.checkpoints.import_paper_checkpoint({str(path)!r})")
+                         f"use pneumoloc.models.paper.import_paper_checkpoint({str(path)!r})")
     return ckpt
 
 
@@ -142,10 +111,3 @@ def latest_good_checkpoint(paths: Iterable[str | os.PathLike]) -> Path | None:
         epoch = float(epoch) if isinstance(epoch, (int, float)) else float("-inf")
         good.append((epoch, p.stat().st_mtime, p))
     return max(good)[2] if good else None
-
-
-def import_paper_checkpoint(path: str | os.PathLike) -> Classifier:
-    """Load a checkpoint published with Shahi & Bagale 2025 (see :mod:`pneumoloc.models.paper`)."""
-    from .paper import import_paper_checkpoint as _import
-
-    return _import(path)

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .backbones import Classifier
-from .checkpoints import register_model_kind
+from .kinds import register_model_kind
 from .specs import BackboneSpec, TokensToGrid
 
 __all__ = ["PAPER_ARCHS", "PaperArch", "paper_head", "build_paper_network", "PaperClassifier",
