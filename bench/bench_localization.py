@@ -35,7 +35,7 @@ def smooth_maps(rng, n: int, size: int, grid: int = 7) -> np.ndarray:
 
 def ground_truth(rng, n: int, size: int):
     from pneumoloc.localize.metrics import box_masks
-    from pneumoloc.localize.report import GroundTruth
+    from pneumoloc.localize.ground_truth import GroundTruth
     from pneumoloc.localize.lung_sources import LungMasks
 
     w = h = np.full(n, 1024.0)

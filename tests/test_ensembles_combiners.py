@@ -256,7 +256,7 @@ def test_every_ensemble_figure_is_returned():
 
 def test_localization_scores_use_notebook_04_metrics():
     from pneumoloc.ensembles.report import localization_scores
-    from pneumoloc.localize.report import GroundTruth
+    from pneumoloc.localize.ground_truth import GroundTruth
     from pneumoloc.localize.lung_sources import LungMasks
 
     boxes = np.zeros((3, 8, 8), bool)

@@ -231,7 +231,7 @@ def localization_scores(maps: np.ndarray, gt, probs: np.ndarray | None = None,
     Args:
         maps: ``[N, H, W]`` in [0, 1], row-aligned with ``gt``; scored as float16, the
             precision of stored maps (exact linear-time AUPRC, see :mod:`pneumoloc.localize.metrics`).
-        gt: :class:`~pneumoloc.localize.report.GroundTruth` of the same images.
+        gt: :class:`~pneumoloc.localize.ground_truth.GroundTruth` of the same images.
         probs: the system's probabilities (unused by these metrics; NaN when absent).
         metrics: which of notebook 04's metrics to keep (thresholded ones use Otsu per image).
 

@@ -4,12 +4,13 @@ AP is ``sklearn.metrics.average_precision_score``'s definition: AP = sum_n (R_n 
 over the distinct score thresholds, highest first (tied scores enter together). float16 maps in
 [0, 1] take 15,361 distinct values (bit patterns 0x0000..0x3C00 are ordered like the values), so
 AP is computed exactly from per-level counts in linear time; other inputs use an exact
-sort-based path. :func:`pneumoloc.localize.metrics.localization_auprc` scores maps with it; the
-names here are re-exported from :mod:`pneumoloc.localize.metrics`.
+sort-based path. :func:`pneumoloc.localize.metrics.localization_auprc` scores maps with it.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from .arrays import as_maps
 
 __all__ = ["F16_LEVELS", "float16_codes", "level_counts", "ap_from_levels", "ap_from_sort",
            "average_precision"]
@@ -21,8 +22,6 @@ def float16_codes(maps) -> np.ndarray | None:
     """Level index 0..15360 (uint16 ``[N, M*M]``) of each value when the maps are exactly
     float16 values in [0, 1] (the stored format), else None (callers then use an exact
     sort-based path). Non-negative float16 bit patterns are ordered like their values."""
-    from .metrics import as_maps  # lazy: localization imports this module
-
     m = as_maps(maps)
     if m.dtype != np.float16:
         m16 = m.astype(np.float16)

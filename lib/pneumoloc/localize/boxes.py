@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .arrays import as_maps
+
 __all__ = ["label_stack", "component_boxes"]
 
 
@@ -55,8 +57,6 @@ def component_boxes(maps, thresholds, widths: Sequence[float] | None = None,
     """Boxes ``[k, 5]`` (``x, y, w, h, score``) per image from the 8-connected components of
     ``map > t``: identical to :func:`pneumoloc.localize.rsna.cam_to_boxes` (see it for the
     arguments), per image in raster order of the components' first pixels."""
-    from .metrics import as_maps
-
     m = as_maps(maps)
     if m.dtype != np.float16:  # float16 (stored maps) compares and maxes exactly as float32
         m = m.astype(np.float32, copy=False)  # others are rounded first, as cam_to_boxes does

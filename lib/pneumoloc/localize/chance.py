@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..registry import Registry
-from .metrics import as_maps, box_masks
+from .arrays import as_maps
+from .metrics import box_masks
 
 __all__ = ["BASELINES", "register_baseline", "uniform_lung_maps", "box_prior_map",
            "box_prior_maps", "shuffled_partners", "shuffled_box_masks"]

@@ -34,9 +34,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .arrays import as_maps
 from .auprc import ap_from_levels, ap_from_sort, average_precision, float16_codes
 
-__all__ = ["Scores", "ratio_scores", "as_maps", "finite_maps", "boxes_by_image", "box_masks", "peak_indices",
+__all__ = ["Scores", "ratio_scores", "finite_maps", "boxes_by_image", "box_masks", "peak_indices",
            "lung_attention_ratio", "pointing_game", "energy_in_boxes", "lung_normalized_energy", "iou_dice",
            "localization_auprc", "pointwise_detection_map"]
 
@@ -77,18 +78,6 @@ def ratio_scores(num: np.ndarray, den: np.ndarray, reasons: dict[str, np.ndarray
     values = np.zeros(len(num), np.float64)
     np.divide(num, den, out=values, where=valid)
     return Scores(values, valid, excluded)
-
-
-def as_maps(maps, dtype=None) -> np.ndarray:
-    """``[N, M, M]`` numpy view of maps given as numpy/torch, ``[M, M]`` becomes ``[1, M, M]``."""
-    if hasattr(maps, "detach"):
-        maps = maps.detach().cpu().numpy()
-    maps = np.asarray(maps, dtype=dtype)
-    if maps.ndim == 2:
-        maps = maps[None]
-    if maps.ndim != 3:
-        raise ValueError(f"maps must have shape [N, M, M]; got {maps.shape}")
-    return maps
 
 
 def finite_maps(maps) -> tuple[np.ndarray, np.ndarray]:

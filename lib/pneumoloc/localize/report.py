@@ -26,39 +26,13 @@ from ..evaluate.bootstrap import bootstrap_ci
 from . import metrics as L
 from .boxes import component_boxes
 from .chance import BASELINES, box_prior_map, shuffled_box_masks
-from .lung_sources import LungMasks, lung_masks
+from .ground_truth import GroundTruth, ground_truth
 from .rsna import image_precision
 from .tables import paired_comparisons
 from .thresholds import binarize, fraction_thresholds, gated_iou, thresholds_for, tune_fraction, tune_gate
 
-__all__ = ["GroundTruth", "ground_truth", "score_maps", "summarize", "pointwise_stat",
+__all__ = ["score_maps", "summarize", "pointwise_stat",
            "score_run", "LocalizationReport"]
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """Everything maps are scored against, row-aligned with ``images``."""
-
-    images: pd.DataFrame  # image_id, patient_id, label, width, height, path, split, ...
-    boxes: list  # [k, 4] arrays, original pixels
-    box_masks: np.ndarray  # bool [N, M, M]
-    lungs: LungMasks
-
-    @property
-    def has_box(self) -> np.ndarray:
-        return self.box_masks.reshape(len(self.box_masks), -1).any(1)
-
-
-def ground_truth(tables, image_ids: Sequence[str], size: int, lung_source: str = "auto",
-                 **lung_options) -> GroundTruth:
-    """Boxes and lung masks of ``image_ids`` at ``size``; ``lung_source="auto"`` uses the dataset's
-    masks when it has them, else the (approximate) classical fallback."""
-    images = tables.images.set_index("image_id", drop=False).loc[list(map(str, image_ids))].reset_index(drop=True)
-    boxes = L.boxes_by_image(tables.boxes, images["image_id"])
-    masks = L.box_masks(boxes, images["width"], images["height"], size)
-    if lung_source == "auto":
-        lung_source = "dataset" if tables.has_masks else "classical"
-    return GroundTruth(images, boxes, masks, lung_masks(lung_source, images, size, **lung_options))
 
 
 def _concat(parts: list[L.Scores]) -> L.Scores:

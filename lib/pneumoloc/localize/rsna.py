@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .metrics import as_maps
+from .arrays import as_maps
 
 __all__ = ["RSNA_IOU_THRESHOLDS", "box_iou", "cam_to_boxes", "image_precision", "rsna_map"]
 

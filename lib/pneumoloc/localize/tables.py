@@ -92,7 +92,7 @@ def failure_inputs(run, rows: pd.DataFrame, image_size: int = 256, lung_source: 
     :func:`worst_localized`), as row-aligned lists for :func:`localization_plots.failure_gallery`."""
     from ..data.cache import resize_square
     from ..data.tables import load_tables
-    from .report import ground_truth
+    from .ground_truth import ground_truth
     from ..data.images import read_grayscale
     from ..explain.stored import load_maps
 

@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 
 from ..registry import Registry, UnknownNameError
-from .metrics import as_maps, iou_dice
+from .arrays import as_maps
+from .metrics import iou_dice
 
 __all__ = ["THRESHOLDS", "register_threshold", "thresholds_for", "otsu_thresholds",
            "fraction_thresholds", "binarize", "gate", "gated_iou", "tune_fraction", "tune_gate"]
