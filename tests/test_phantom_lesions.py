@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pneumoloc.data.xrv_assets import torchxrayvision_data
-from pneumoloc.phantom.lesions import RSNA_ZIP, draw_opacities, rsna_boxes
+from pneumoloc.data.xrv_assets import RSNA_LABELS, torchxrayvision_data
+from pneumoloc.phantom.lesions import draw_opacities, rsna_boxes
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def lungs() -> np.ndarray:
 
 def test_rsna_boxes_are_the_shipped_table_grouped_by_patient():
     table, starts = rsna_boxes()
-    ref = pd.read_csv(torchxrayvision_data() / RSNA_ZIP).dropna(subset=["x"])  # independent count
+    ref = pd.read_csv(torchxrayvision_data() / RSNA_LABELS).dropna(subset=["x"])  # independent count
     assert table.shape == (len(ref), 4) and len(starts) - 1 == ref["patientId"].nunique()
     assert starts[0] == 0 and starts[-1] == len(ref) and (np.diff(starts) >= 1).all()
     assert np.diff(starts).max() == ref.groupby("patientId").size().max()

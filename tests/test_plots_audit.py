@@ -48,3 +48,13 @@ def test_figures_render(tiny):
     assert figs[0].axes[0].get_title().startswith("images")
     for f in figs:
         plt.close(f)
+
+
+def test_torchxrayvision_table_figures_build():
+    """The real NIH leakage audit and RSNA box statistics (tables shipped in torchxrayvision)."""
+    from pneumoloc.data.xrv_assets import load_nih_table, nih_leakage_audit, rsna_box_stats
+
+    fig = audit_plots.plot_nih_leakage(nih_leakage_audit(load_nih_table().iloc[:3000], seed=1))
+    assert len(fig.axes[0].patches) == 4
+    fig2 = audit_plots.plot_rsna_boxes(rsna_box_stats())
+    assert len(fig2.axes) >= 3

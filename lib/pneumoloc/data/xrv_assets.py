@@ -1,38 +1,53 @@
-"""Audits of the real dataset tables that ship inside ``torchxrayvision`` (no images needed).
+"""The tables and lung masks that ship inside ``torchxrayvision``, and audits of them.
+
+The package's ``data`` folder is found without importing it (``import torchxrayvision``
+pulls in torch) by :func:`torchxrayvision_data`; every file is read here, once per process:
 
 * NIH ChestX-ray14 (``Data_Entry_2017_v2020.csv.gz``): how many test images an
   image-level 70/15/15 split leaks (their patient also has images in train; patients
   have up to 184 images) against the patient-wise split of :mod:`pneumoloc.data.splits`,
   which must leak none.
-* RSNA Pneumonia (``kaggle_stage_2_train_labels.csv.zip``): box count, boxes per
-  image, box size and position statistics.
-
-The tables are located through the installed package without importing it
-(``import torchxrayvision`` pulls in torch).
+* RSNA Pneumonia (``kaggle_stage_2_train_labels.csv.zip``, :data:`RSNA_LABELS`): box count,
+  boxes per image, box size and position statistics; the phantom places its lesions at
+  these boxes (:mod:`pneumoloc.phantom.lesions`).
+* The v7labs lung masks (``semantic_masks_v7labs_lungs.zip``, :data:`LUNG_ZIP`; PNG, 0/255,
+  up to 3000 px): :func:`load_lung_mask` crops one to its lungs, or rejects it as degenerate;
+  the phantom draws its lungs from them and the lung atlas averages them.
 """
 from __future__ import annotations
 
 import importlib.util
+import io
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import io
-import zipfile
 from scipy import ndimage as ndi
 
-__all__ = ["xrv_data_file", "load_nih_table", "load_rsna_labels", "load_rsna_headers", "split_leakage",
-           "nih_leakage_audit", "rsna_box_stats", "plot_leakage", "plot_rsna_boxes", "compare_with_reference",
-           "REFERENCE_CHECKS", "LUNG_ZIP", "torchxrayvision_data", "lung_mask_names", "load_lung_mask"]
+__all__ = ["torchxrayvision_data", "xrv_data_file", "RSNA_LABELS", "LUNG_ZIP", "load_nih_table",
+           "load_rsna_labels", "load_rsna_headers", "split_leakage", "nih_leakage_audit", "rsna_box_stats",
+           "compare_with_reference", "REFERENCE_CHECKS", "lung_mask_names", "load_lung_mask"]
+
+RSNA_LABELS = "kaggle_stage_2_train_labels.csv.zip"
+LUNG_ZIP = "semantic_masks_v7labs_lungs.zip"
+_CROP_MAX = 384  # cached lung crops are stored at most this big (enough for 256-384 px phantoms)
+
+
+def torchxrayvision_data() -> Path:
+    """The ``data`` folder of the installed torchxrayvision, found without importing it (torch)."""
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "torchxrayvision is not installed; the phantom needs its shipped lung masks and RSNA "
+            "boxes: pip install torchxrayvision (it is in pyproject.toml)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
 def xrv_data_file(name: str) -> Path:
     """Path of ``torchxrayvision/data/<name>``; error naming the package when absent."""
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"torchxrayvision is not installed; `pip install torchxrayvision` ships {name}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / name
+    path = torchxrayvision_data() / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: this torchxrayvision version does not ship {name}")
     return path
@@ -51,7 +66,7 @@ def load_nih_table(path: str | Path | None = None) -> pd.DataFrame:
 
 def load_rsna_labels(path: str | Path | None = None) -> pd.DataFrame:
     """The real RSNA ``stage_2_train_labels.csv`` (one row per box; empty box for Target 0)."""
-    return _read(str(path or xrv_data_file("kaggle_stage_2_train_labels.csv.zip"))).copy()
+    return _read(str(path or xrv_data_file(RSNA_LABELS))).copy()
 
 
 def load_rsna_headers(path: str | Path | None = None) -> pd.DataFrame:
@@ -120,42 +135,6 @@ def rsna_box_stats(labels: pd.DataFrame | None = None, image_size: int = 1024) -
     }
 
 
-def plot_leakage(audit: pd.DataFrame):
-    """Bar chart: leaked test/val images per split scheme (from :func:`nih_leakage_audit`)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    table = audit["leaked_images"].unstack("split")[["val", "test"]]
-    table.plot.bar(ax=ax, rot=0, color=["#7aa6c2", "#c2527a"])
-    for c in ax.containers:
-        ax.bar_label(c, fmt="%d", fontsize=8)
-    ax.set_ylabel("images whose patient is in train")
-    ax.set_xlabel("")
-    ax.set_title("NIH ChestX-ray14: leakage of image-level vs patient-wise split")
-    fig.tight_layout()
-    return fig
-
-
-def plot_rsna_boxes(stats: dict, image_size: int = 1024):
-    """Three panels: boxes per positive image, box width vs height, box centres."""
-    import matplotlib.pyplot as plt
-
-    boxes = stats["boxes"]
-    fig, ax = plt.subplots(1, 3, figsize=(11, 3.4))
-    counts = stats["boxes_per_positive_image"]
-    ax[0].bar(counts.index.astype(str), counts.to_numpy(), color="#7aa6c2")
-    ax[0].set(xlabel="boxes per positive image", ylabel="images", yscale="log",
-              title=f"{stats['n_boxes']} boxes on {stats['n_positive_images']} of {stats['n_images']} images")
-    ax[1].hexbin(boxes["w"], boxes["h"], gridsize=30, mincnt=1, cmap="viridis")
-    ax[1].set(xlabel="box width (px)", ylabel="box height (px)", title="box size")
-    ax[2].hexbin(boxes["cx"], boxes["cy"], gridsize=30, mincnt=1, cmap="magma",
-                 extent=(0, image_size, 0, image_size))
-    ax[2].set(xlim=(0, image_size), ylim=(image_size, 0), aspect="equal", xlabel="x (px)", ylabel="y (px)",
-              title="box centres (1024 px frame)")
-    fig.tight_layout()
-    return fig
-
-
 def _nih_reference(tables) -> list[tuple]:
     ref = load_nih_table().set_index("Image Index")
     img = tables.images.set_index("image_id")
@@ -193,24 +172,10 @@ def compare_with_reference(tables) -> pd.DataFrame:
     return df
 
 
-LUNG_ZIP = "semantic_masks_v7labs_lungs.zip"
-_CROP_MAX = 384  # cached crops are stored at most this big (enough for 256-384 px phantoms)
-
-
-def torchxrayvision_data() -> Path:
-    """The ``data`` folder of the installed torchxrayvision, found without importing it (torch)."""
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "torchxrayvision is not installed; the phantom needs its shipped lung masks and RSNA "
-            "boxes: pip install torchxrayvision (it is in pyproject.toml)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
-
-
 @lru_cache(maxsize=1)
 def _lung_zip() -> zipfile.ZipFile:
     """The v7labs zip, opened once per process (reading its directory costs ~20 ms)."""
-    return zipfile.ZipFile(torchxrayvision_data() / LUNG_ZIP)
+    return zipfile.ZipFile(xrv_data_file(LUNG_ZIP))
 
 
 @lru_cache(maxsize=1)

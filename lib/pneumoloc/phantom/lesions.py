@@ -13,11 +13,10 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..data.xrv_assets import torchxrayvision_data
+from ..data.xrv_assets import load_rsna_labels
 
-__all__ = ["RSNA_ZIP", "rsna_boxes", "draw_opacities"]
+__all__ = ["rsna_boxes", "draw_opacities"]
 
-RSNA_ZIP = "kaggle_stage_2_train_labels.csv.zip"
 # The lung field in RSNA's 1024-px frame, taken as the 5th/95th percentiles of the box
 # extents in the table (x 122..912, y 136..899): boxes are mapped relative to it.
 _RSNA_LUNGS = (120.0, 130.0, 910.0, 900.0)
@@ -26,9 +25,7 @@ _RSNA_LUNGS = (120.0, 130.0, 910.0, 900.0)
 @lru_cache(maxsize=1)
 def rsna_boxes() -> tuple[np.ndarray, np.ndarray]:
     """The real RSNA stage-2 boxes (x, y, w, h in 1024 px) and offsets grouping them by patient."""
-    import pandas as pd
-
-    df = pd.read_csv(torchxrayvision_data() / RSNA_ZIP).dropna(subset=["x"])
+    df = load_rsna_labels().dropna(subset=["x"])
     df = df.sort_values(["patientId", "x", "y"], kind="stable")
     _, starts = np.unique(df["patientId"].to_numpy(), return_index=True)
     return df[["x", "y", "width", "height"]].to_numpy(float), np.append(starts, len(df))

@@ -14,7 +14,7 @@ from ..data.splits import SPLITS
 
 __all__ = [
     "plot_split_counts", "plot_images_per_patient", "plot_leakage", "plot_sample_grid",
-    "plot_box_statistics", "relative_boxes",
+    "plot_box_statistics", "relative_boxes", "plot_nih_leakage", "plot_rsna_boxes",
 ]
 
 
@@ -135,5 +135,39 @@ def plot_box_statistics(images: pd.DataFrame, boxes: pd.DataFrame, bins: int = 2
     axes[2].bar(per_image.index.astype(str), per_image.values, color="#8172b2")
     axes[2].set_xlabel("boxes per positive image")
     axes[2].set_title(f"{len(boxes)} boxes on {boxes['image_id'].nunique()} images")
+    fig.tight_layout()
+    return fig
+
+
+def plot_nih_leakage(audit: pd.DataFrame):
+    """Bar chart: leaked test/val images per split scheme (from :func:`pneumoloc.data.xrv_assets.nih_leakage_audit`)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    table = audit["leaked_images"].unstack("split")[["val", "test"]]
+    table.plot.bar(ax=ax, rot=0, color=["#7aa6c2", "#c2527a"])
+    for c in ax.containers:
+        ax.bar_label(c, fmt="%d", fontsize=8)
+    ax.set_ylabel("images whose patient is in train")
+    ax.set_xlabel("")
+    ax.set_title("NIH ChestX-ray14: leakage of image-level vs patient-wise split")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rsna_boxes(stats: dict, image_size: int = 1024):
+    """RSNA boxes (:func:`pneumoloc.data.xrv_assets.rsna_box_stats`), three panels: boxes per positive image, box width vs height, box centres."""
+    plt = _plt()
+    boxes = stats["boxes"]
+    fig, ax = plt.subplots(1, 3, figsize=(11, 3.4))
+    counts = stats["boxes_per_positive_image"]
+    ax[0].bar(counts.index.astype(str), counts.to_numpy(), color="#7aa6c2")
+    ax[0].set(xlabel="boxes per positive image", ylabel="images", yscale="log",
+              title=f"{stats['n_boxes']} boxes on {stats['n_positive_images']} of {stats['n_images']} images")
+    ax[1].hexbin(boxes["w"], boxes["h"], gridsize=30, mincnt=1, cmap="viridis")
+    ax[1].set(xlabel="box width (px)", ylabel="box height (px)", title="box size")
+    ax[2].hexbin(boxes["cx"], boxes["cy"], gridsize=30, mincnt=1, cmap="magma",
+                 extent=(0, image_size, 0, image_size))
+    ax[2].set(xlim=(0, image_size), ylim=(image_size, 0), aspect="equal", xlabel="x (px)", ylabel="y (px)",
+              title="box centres (1024 px frame)")
     fig.tight_layout()
     return fig
