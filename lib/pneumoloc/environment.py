@@ -1,6 +1,6 @@
-"""Where everything lives: one module anchored on the package location.
+"""Where and on what the code runs: project paths, run folders, device, provenance.
 
-Papermill executes notebooks with an arbitrary working directory, so no module in
+Paths. Papermill executes notebooks with an arbitrary working directory, so no module in
 this package ever resolves a relative path against ``os.getcwd()`` implicitly: the
 project root is found from this file (``lib/pneumoloc/environment.py`` -> two levels up),
 or from the ``PNEUMOLOC_ROOT`` environment variable when the package is installed
@@ -11,16 +11,22 @@ A run is a folder ``papermill_runs/<name>/`` whose layout is fixed by
 receives ``run_dir`` (and optionally ``figures_dir``) as parameters and builds a
 ``RunPaths`` from them, so the notebooks agree on where artifacts are without
 passing file names around.
+
+Device. CUDA when present, CPU otherwise, always overridable (:func:`pick_device`).
+
+Provenance. Every artifact (checkpoint config, metrics JSON, run manifest, figure metadata)
+records :func:`provenance` (git commit, package versions) so a number can be traced to the
+code that made it; :func:`environment_line` is the one line each notebook prints.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 import platform
 import subprocess
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
 __all__ = ["PACKAGE_DIR", "PROJECT_ROOT", "DATA_DIR", "FIGURES_DIR", "RUNS_DIR", "NOTEBOOKS_DIR", "RunPaths",
            "resolve", "safe_name", "pick_device", "git_commit", "package_versions", "provenance",
@@ -200,14 +206,6 @@ def provenance() -> dict:
 def environment_line(device: str | None = None) -> str:
     """One line for the top of each notebook: versions, device, commit."""
     v = package_versions(("torch", "timm", "grad-cam"))
-    dev = device if device is not None else _default_device()
+    dev = device if device is not None else str(pick_device())
     return (f"python {v['python']} | torch {v['torch']} | timm {v['timm']} | "
             f"grad-cam {v['grad-cam']} | device {dev} | commit {git_commit()[:12]}")
-
-
-def _default_device() -> str:
-    try:
-        pass
-    except ImportError:  # pragma: no cover - devices is part of the package
-        return "cpu"
-    return str(pick_device())

@@ -72,7 +72,7 @@ def trained_models(run) -> list[str]:
     root = run.root / "models"
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "predictions.csv").exists())
+    return sorted(p.name for p in root.iterdir() if run.model_predictions(p.name).exists())
 
 
 def _read_member(run, name: str) -> pd.DataFrame:
@@ -106,7 +106,7 @@ def load_predictions(run, models: Sequence[str], splits: Sequence[str] = ("val",
         for m, df in tables.items():
             part = df.loc[df["split"] == split, ["image_id", "patient_id", "label", "prob"]]
             if part.empty:
-                raise ValueError(f"{run.model_dir(m) / 'predictions.csv'} has no {split!r} rows")
+                raise ValueError(f"{run.model_predictions(m)} has no {split!r} rows")
             part = part.rename(columns={"prob": m, "label": f"label@{m}", "patient_id": f"patient@{m}"})
             merged = part if merged is None else merged.merge(part, on="image_id", how="outer")
         complete = merged[list(models)].notna().all(axis=1)

@@ -36,7 +36,7 @@ def load_predictions(run, model: str, split: str = "test") -> pd.DataFrame:
     pred = load_model_predictions(run, model)
     pred = pred[pred["split"] == split] if split != "all" else pred
     if pred.empty:
-        raise ValueError(f"{run.model_dir(model) / 'predictions.csv'} has no rows for split={split!r}")
+        raise ValueError(f"{run.model_predictions(model)} has no rows for split={split!r}")
     return pred.reset_index(drop=True)
 
 
