@@ -294,3 +294,10 @@ def test_load_member_maps_aligns_stored_maps(tmp_path):
               {"model": "m2", "method": "gradcam", "map_size": 5})
     with pytest.raises(ValueError, match="differ in size"):
         load_member_maps(run, ["m1", "m2"], "gradcam")
+
+
+def test_member_auc_is_the_projects_roc_auc_and_nan_for_one_class():
+    from pneumoloc.ensembles.combiners import member_auc
+
+    assert member_auc(Y_VAL, VAL[:, 0]) == pytest.approx(roc_auc_score(Y_VAL, VAL[:, 0]), abs=1e-12)
+    assert np.isnan(member_auc(np.zeros(4), np.linspace(0, 1, 4)))

@@ -31,11 +31,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..evaluate.classification import roc_auc
 from ..registry import Registry
 
 __all__ = [
     "FittedEnsemble", "COMBINERS", "register_combiner", "combiner_names", "fit_ensemble",
-    "weighted_average", "roc_auc", "best_single", "ensemble_map", "normalize_maps",
+    "weighted_average", "member_auc", "best_single", "ensemble_map", "normalize_maps",
 ]
 
 _EPS = 1e-12  # clip for logits: keeps sigmoid(logit(p)) == p to ~1e-12 away from 0 and 1
@@ -132,19 +133,16 @@ def weighted_average(probs: np.ndarray, weights: Sequence[float], space: str = "
     raise ValueError(f"space must be 'prob' or 'logit', got {space!r}")
 
 
-def roc_auc(y: np.ndarray, prob: np.ndarray) -> float:
-    """ROC-AUC (sklearn); NaN when only one class is present."""
-    from sklearn.metrics import roc_auc_score
-
+def member_auc(y: np.ndarray, prob: np.ndarray) -> float:
+    """A member's validation ROC-AUC (:func:`pneumoloc.evaluate.classification.roc_auc`); NaN
+    when the labels hold one class, so such a member gets no AUC weight instead of an error."""
     y = np.asarray(y)
-    if np.unique(y).size < 2:
-        return float("nan")
-    return float(roc_auc_score(y, prob))
+    return roc_auc(y, prob) if np.unique(y).size == 2 else float("nan")
 
 
 def best_single(val_probs: np.ndarray, y_val: np.ndarray, members: Sequence[str]) -> str:
     """The member with the highest validation ROC-AUC (first one on ties)."""
-    aucs = [roc_auc(y_val, np.asarray(val_probs)[:, k]) for k in range(len(members))]
+    aucs = [member_auc(y_val, np.asarray(val_probs)[:, k]) for k in range(len(members))]
     return list(members)[int(np.nanargmax(aucs))]
 
 
@@ -160,7 +158,7 @@ def _fit_mean(val_probs, y_val, members, **_: Any) -> FittedEnsemble:
 
 @register_combiner("auto_auc")
 def _fit_auto_auc(val_probs, y_val, members, space: str = "logit", **_: Any) -> FittedEnsemble:
-    aucs = np.array([roc_auc(y_val, val_probs[:, k]) for k in range(len(members))])
+    aucs = np.array([member_auc(y_val, val_probs[:, k]) for k in range(len(members))])
     # The paper falls back to 0.5 for a member without a validation AUC.
     aucs = np.where(np.isfinite(aucs), aucs, 0.5)
     w = aucs / aucs.sum()
@@ -197,7 +195,7 @@ def _fit_greedy(val_probs, y_val, members, n_iter: int = 20, **_: Any) -> Fitted
     counts, best_counts, best_score, picks = np.zeros(m), None, -np.inf, []
     running = np.zeros(val_probs.shape[0])
     for step in range(1, n_iter + 1):
-        scores = [roc_auc(y_val, (running + val_probs[:, k]) / step) for k in range(m)]
+        scores = [member_auc(y_val, (running + val_probs[:, k]) / step) for k in range(m)]
         k = int(np.nanargmax(scores))  # ties -> first member, deterministic
         counts[k] += 1
         running += val_probs[:, k]

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..evaluate.bootstrap import Estimate, patient_resamples
+from ..evaluate.bootstrap import Estimate, patient_resamples, percentile_interval
 from ..models.outputs import DIGEST_KEY, load_predictions as load_model_predictions
 
 __all__ = [
@@ -142,7 +142,7 @@ def _percentile(point: float, stats: np.ndarray, level: float) -> Estimate:
     ok = stats[np.isfinite(stats)]
     if ok.size == 0:
         return Estimate(float(point), float("nan"), float("nan"), 0, int(stats.size))
-    low, high = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2])
+    low, high = percentile_interval(ok, level)
     return Estimate(float(point), float(low), float(high), int(ok.size), int(stats.size - ok.size))
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Estimate", "patient_resamples", "bootstrap_ci", "paired_bootstrap"]
+__all__ = ["Estimate", "percentile_interval", "patient_resamples", "bootstrap_ci", "paired_bootstrap"]
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,19 @@ def patient_resamples(groups: Sequence, n_boot: int = 1000, seed: int = 0) -> li
     return out
 
 
+def percentile_interval(values, level: float = 0.95, axis: int | None = None):
+    """Bounds ``(low, high)`` of the central ``level`` percentile interval of resampled values
+    (numpy's linear quantiles); ``axis=0`` gives pointwise bands of stacked curves."""
+    alpha = (1 - level) / 2
+    low, high = np.quantile(np.asarray(values, dtype=float), [alpha, 1 - alpha], axis=axis)
+    return low, high
+
+
 def _interval(point: float, stats: list[float], dropped: int, level: float) -> Estimate:
     arr = np.asarray(stats, dtype=float)
     if arr.size == 0:
         return Estimate(point, float("nan"), float("nan"), 0, dropped)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(arr, [alpha, 1 - alpha])
+    low, high = percentile_interval(arr, level)
     return Estimate(float(point), float(low), float(high), int(arr.size), dropped)
 
 

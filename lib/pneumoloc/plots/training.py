@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..evaluate.bootstrap import patient_resamples
+from ..evaluate.bootstrap import patient_resamples, percentile_interval
 from ..evaluate.classification import average_precision, binary_metrics, pr_curve, roc_auc, roc_curve
 
 __all__ = ["learning_curves", "roc_figure", "pr_figure", "confusion_figure", "finding_auroc_figure",
@@ -71,8 +71,7 @@ def curve_band(y, p, groups: Sequence, kind: str = "roc", n_boot: int = 200, see
             curves.append(np.interp(GRID, rec[::-1], prec[::-1]))
     if not curves:
         return GRID, np.full_like(GRID, np.nan), np.full_like(GRID, np.nan)
-    a = (1 - level) / 2
-    low, high = np.quantile(np.array(curves), [a, 1 - a], axis=0)
+    low, high = percentile_interval(np.array(curves), level, axis=0)
     return GRID, low, high
 
 
