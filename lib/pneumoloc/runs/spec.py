@@ -24,7 +24,6 @@ whose fingerprint is unchanged and whose previous execution succeeded.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import math
@@ -36,8 +35,9 @@ from typing import Any
 import yaml
 
 from ..environment import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_DIR, resolve
+from .params import Parameter, declared_parameters, type_error
 
-__all__ = ["Stage", "RunSpec", "load_spec", "notebook_parameters", "library_hash"]
+__all__ = ["Stage", "RunSpec", "load_spec", "library_hash"]
 
 _SPEC_KEYS = {"name", "timeout", "parameters", "notebooks", "description"}
 _STAGE_KEYS = {"notebook", "parameters", "foreach", "overrides", "timeout"}
@@ -73,37 +73,16 @@ class RunSpec:
         return RUNS_DIR / self.name
 
 
-def notebook_parameters(notebook: Path) -> dict[str, Any]:
-    """Defaults of the notebook's ``parameters`` cell, evaluated as literals."""
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{notebook.name}: expected exactly one cell tagged 'parameters', found {len(cells)}")
-    out: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-            try:
-                out[target.id] = ast.literal_eval(node.value)
-            except ValueError as e:
-                raise ValueError(f"{notebook.name}: parameter {target.id} is not a literal") from e
-    return out
-
-
-def _check_parameters(spec_path: Path, stage: str, given: dict, defaults: dict) -> None:
-    unknown = sorted(set(given) - set(defaults))
+def _check_parameters(spec_path: Path, stage: str, given: dict, declared: dict[str, Parameter]) -> None:
+    """The notebook's own rule (:func:`pneumoloc.runs.params.check_parameters`), before anything runs."""
+    unknown = sorted(set(given) - set(declared))
     if unknown:
         raise ValueError(f"{spec_path}: stage {stage}: unknown parameters {unknown}; "
-                         f"the notebook declares {sorted(defaults)}")
+                         f"the notebook declares {sorted(declared)}")
     for key, value in given.items():
-        default = defaults[key]
-        ok = (default is None or value is None or isinstance(value, type(default))
-              or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)))
-        if not ok or (isinstance(value, bool) and not isinstance(default, bool) and default is not None):
-            raise ValueError(f"{spec_path}: stage {stage}: parameter {key}={value!r} is a "
-                             f"{type(value).__name__}, the notebook expects {type(default).__name__}")
+        error = type_error(key, value, declared[key].default) or declared[key].range_error(value)
+        if error:
+            raise ValueError(f"{spec_path}: stage {stage}: parameter {error}")
 
 
 def _check_safe_name(spec_path: Path, key: str, value: Any) -> str:
@@ -145,7 +124,7 @@ def _expand(spec_path: Path, entry: dict, common: dict, default_timeout: float,
     if not notebook.exists():
         known = sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
         raise ValueError(f"{spec_path}: no notebook {notebook.name} in {NOTEBOOKS_DIR}; known: {known}")
-    defaults = notebook_parameters(notebook)
+    defaults = declared_parameters(notebook)
     base = {k: v for k, v in common.items() if k in defaults}
     base.update(entry.get("parameters") or {})
     base.update({k: v for k, v in (forced or {}).items() if k in defaults})

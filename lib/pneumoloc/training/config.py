@@ -78,6 +78,13 @@ class TrainConfig:
         cfg.validate()
         return cfg
 
+    @classmethod
+    def from_params(cls, params: dict) -> "TrainConfig":
+        """Build from a notebook's parameters: the keys that are config fields are options
+        (checked as by :meth:`from_dict`), the others (run_dir, n_boot, ...) are not the recipe's."""
+        names = {f.name for f in fields(cls)}
+        return cls.from_dict({k: v for k, v in params.items() if k in names})
+
     def validate(self) -> None:
         for key, choices in (("task", TASKS), ("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS),
                              ("loss", LOSSES), ("sampler", SAMPLERS)):
