@@ -218,3 +218,35 @@ def test_nonfinite_maps_are_counted_like_zero_maps_in_the_report(tmp_path):
     hit0 = zero[(zero.metric == "hit") & (zero.variant == "maps")].iloc[0]
     assert hit["excluded_nonfinite_map"] == 3
     assert hit["excluded_nonfinite_map"] + hit["excluded_zero_map"] == hit0["excluded_zero_map"]
+
+
+def test_report_saves_its_tables_and_filters_paired_rows(report, tmp_path):
+    from pneumoloc.localize.tables import depth_variants, paired_subset
+    from pneumoloc.storage import load_table
+
+    run, _, _, rep = report
+    rep.save(tmp_path / "loc")
+    for name in ("metrics", "per_image", "paired", "undefined"):
+        assert len(load_table(tmp_path / "loc" / f"{name}.csv")) == len(getattr(rep, name))
+    assert "model x method scored on" in rep.describe()
+    energy = paired_subset(rep.paired, ["energy"])
+    assert set(energy.metric) == {"energy"} and (energy.excludes_0 == ((energy.low > 0) | (energy.high < 0))).all()
+    one = paired_subset(rep.paired, ["energy", "hit"], model="good", methods={"gradcam", "gradcam@layer3"})
+    assert len(one) and ((one.model_a == "good") & (one.model_b == "good")).all()
+    assert paired_subset(rep.paired.iloc[:0], ["energy"]).empty
+    m = pd.DataFrame({"model": ["r", "r", "r", "s"], "variant": "maps",
+                      "method": ["gradcam", "gradcam@layer3", "hirescam", "gradcam"]})
+    assert depth_variants(m, "r", "gradcam").method.tolist() == ["gradcam", "gradcam@layer3"]
+
+
+def test_missing_stored_maps_and_checkpoints_name_what_exists(report, tmp_path):
+    from pneumoloc.explain.stored import require_maps, require_trained
+
+    run, _, _, _ = report
+    assert set(require_maps(run)["model"]) >= {"good"}
+    with pytest.raises(ValueError, match=r"no stored maps for \['nope'\]"):
+        require_maps(run, ["nope"])
+    with pytest.raises(ValueError, match="no stored maps under"):
+        require_maps(RunPaths(tmp_path / "empty", tmp_path / "f"))
+    with pytest.raises(ValueError, match=r"backbones \['good'\] have no best.pt"):
+        require_trained(run, ["good"])

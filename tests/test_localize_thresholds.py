@@ -63,3 +63,11 @@ def test_gate_and_tune_gate():
     assert T.gated_iou(masks, boxes, probs, 0.5).tolist() == [1, 1, 1, 1]
     assert T.gated_iou(masks, boxes, probs, 0.0).tolist() == [1, 1, 0, 0]
     assert T.gated_iou(masks, boxes, probs, 0.85).tolist() == [1, 0, 1, 1]
+
+
+def test_check_rules_accepts_registered_and_fraction_rules_and_names_the_known_ones():
+    T.check_rules(["otsu", "frac0.50", "frac0.3"])
+    with pytest.raises(KeyError, match="unknown threshold rule 'otsuu'; known threshold rules: .*otsu"):
+        T.check_rules(["otsu", "otsuu"])
+    with pytest.raises(ValueError, match="frac<f> needs 0 <= f < 1"):
+        T.check_rules(["frac1.5"])

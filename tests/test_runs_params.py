@@ -14,7 +14,7 @@ n_boot = 1000  # bootstrap resamples, in [1, inf)
 threshold: float = 0.5  # decision threshold, in (0, 1)
 frac = 0.25  # share kept, in [0, 1]
 distance = 4  # Hamming distance; -1 skips the scan, in [-1, 63]
-methods = ["gradcam"]  # map methods (see (a) and [b])
+methods = ["gradcam"]  # map methods (see (a) and [b]), in [1, inf) methods
 flag = True  # a switch
 '''
 
@@ -32,7 +32,7 @@ def test_defaults_comments_and_ranges_are_read_from_the_cell(nb):
     assert p["n_boot"].default == 1000 and (p["n_boot"].low, p["n_boot"].high) == (1, math.inf)
     assert (p["threshold"].low_open, p["threshold"].high_open) == (True, True)
     assert (p["distance"].low, p["distance"].high) == (-1, 63)
-    assert p["methods"].low == -math.inf and p["run_dir"].comment == "run folder"
+    assert p["methods"].low == 1 and p["run_dir"].comment == "run folder" and p["flag"].low == -math.inf
 
 
 def test_good_values_pass_and_come_back(nb):
@@ -48,6 +48,7 @@ def test_good_values_pass_and_come_back(nb):
     ("flag", 1, "flag=1 is a int, the notebook expects bool"),
     ("n_boot", True, "n_boot=True is a bool"),
     ("methods", "gradcam", "methods='gradcam' is a str, the notebook expects list"),
+    ("methods", [], r"len\(methods\)=0 is outside \[1, inf\)"),
 ])
 def test_ill_typed_and_out_of_range_values_are_errors(nb, name, value, message):
     ns = {"run_dir": "r", "n_boot": 1, "threshold": 0.3, "frac": 0.5, "distance": 4, "methods": ["a"], "flag": True}

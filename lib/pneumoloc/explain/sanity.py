@@ -20,7 +20,7 @@ from .cams import explain
 from .explainable import Explainable, prepare_model
 
 __all__ = ["CascadeGroup", "cascade_groups", "reinitialize", "map_similarity", "cascading_randomization",
-           "sanity_table", "sanity_summary", "plot_sanity"]
+           "run_sanity", "sanity_table", "sanity_summary", "plot_sanity"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,25 @@ def sanity_table(models: dict[str, nn.Module], x: torch.Tensor, methods: list[st
         parts.append(cascading_randomization(model, x, method, **kwargs).assign(backbone=name, method=method))
     cols = ["backbone", "method", "step", "layer", "spearman", "ssim", "n"]
     return pd.concat(parts, ignore_index=True)[cols]
+
+
+def run_sanity(run, images: pd.DataFrame, backbones: list[str], methods: list[str], *, target: str = "pneumonia",
+               device: str = "cpu", **kwargs) -> pd.DataFrame:
+    """:func:`sanity_table` on a run's trained models: each backbone's ``best.pt`` on ``images``
+    (rows of the images table) decoded at its training size. ``target="findings"`` is tested on
+    the pneumonia logit (one map per image); ``kwargs`` go to :func:`cascading_randomization`."""
+    from ..data.cache import cached_images
+    from ..models.checkpoints import load_model
+    from ..training.transforms import to_input
+    from .stored import model_input_size
+
+    parts = []
+    for backbone in backbones:
+        model = load_model(run.model_dir(backbone) / "best.pt", device=device)
+        x = to_input(np.array(cached_images(images, model_input_size(model)))).to(device)
+        parts.append(sanity_table({backbone: model}, x, methods, target="pneumonia" if target == "findings" else target,
+                                  **kwargs))
+    return pd.concat(parts, ignore_index=True)
 
 
 def sanity_summary(table: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:

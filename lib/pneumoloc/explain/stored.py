@@ -42,7 +42,7 @@ from ..models.outputs import TRAIN_STAGE, StaleArtifactError
 from ..storage import CorruptFileError, clean_stale_temps, json_text, load_arrays, save_arrays, sha256_of
 
 __all__ = ["MapSet", "map_file", "save_maps", "read_maps", "load_maps", "list_maps", "compute_maps",
-           "map_parameters", "resize_maps", "checkpoint_sha256", "model_input_size", "MAPS_STAGE"]
+           "map_parameters", "resize_maps", "checkpoint_sha256", "model_input_size", "require_trained", "require_maps", "MAPS_STAGE"]
 
 MAPS_STAGE = "03_gradcam_gallery"  # the notebook that computes and stores the maps
 _META = "meta_json"  # array name of the metadata inside the .npz
@@ -202,6 +202,26 @@ def checkpoint_sha256(path: Path) -> str:
     if key not in _DIGESTS:
         _DIGESTS[key] = sha256_of(path)
     return _DIGESTS[key]
+
+
+def require_maps(run: RunPaths, models: list[str] = (), methods: list[str] = ()) -> pd.DataFrame:
+    """:func:`list_maps`, after checking that maps are stored at all and for every named model and
+    method (empty lists: no constraint); the error says what is stored."""
+    stored = list_maps(run)
+    if stored.empty:
+        raise ValueError(f"no stored maps under {run.maps}: run notebook 03 first")
+    missing = sorted(set(models) - set(stored["model"])) + sorted(set(methods) - set(stored["method"]))
+    if missing:
+        raise ValueError(f"no stored maps for {missing}; stored: {stored[['model', 'method']].values.tolist()}")
+    return stored
+
+
+def require_trained(run, backbones: list[str]) -> None:
+    """Every backbone has a ``best.pt`` in the run; the error names the missing ones."""
+    untrained = [b for b in backbones if not run.best_checkpoint(b).exists()]
+    if untrained:
+        raise ValueError(f"backbones {untrained} have no best.pt under {run.root / 'models'}: "
+                         "train them with notebook 02 first")
 
 
 def model_input_size(model) -> int:

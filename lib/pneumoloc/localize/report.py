@@ -17,6 +17,7 @@ and, for every map, ``variant == "shuffled_boxes"`` (:mod:`pneumoloc.localize.ch
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -125,6 +126,22 @@ class LocalizationReport:
     per_image: pd.DataFrame
     paired: pd.DataFrame
     undefined: pd.DataFrame
+
+    def save(self, folder) -> None:
+        """The four tables as ``metrics.csv``, ``per_image.csv``, ``paired.csv``, ``undefined.csv``."""
+        from ..storage import save_table
+
+        for name in ("metrics", "per_image", "paired", "undefined"):
+            save_table(Path(folder) / f"{name}.csv", getattr(self, name))
+
+    def describe(self) -> str:
+        """One line: systems scored, images, lung source (flagged when approximate), undefined rows."""
+        m = self.metrics
+        systems = m[m.model != "chance"][["model", "method"]].drop_duplicates().shape[0]
+        approximate = " (APPROXIMATE classical fallback)" if m.lungs_approximate.any() else ""
+        return (f"{systems} model x method scored on {self.per_image.image_id.nunique()} images; lungs from "
+                f"{m.lung_source.iloc[0]!r}{approximate}; {len(self.undefined)} metric rows undefined "
+                "(no valid image)")
 
 
 def _rows(model, method, variant, info, scores, gt, probs, n_boot, seed, nonzero=None):

@@ -16,7 +16,8 @@ import pandas as pd
 
 from ..evaluate.bootstrap import paired_bootstrap
 
-__all__ = ["paired_comparisons", "format_table", "worst_localized", "classifier_auc", "failure_inputs"]
+__all__ = ["paired_comparisons", "paired_subset", "depth_variants", "format_table", "worst_localized",
+           "classifier_auc", "failure_inputs"]
 
 
 def paired_comparisons(per_image: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -44,6 +45,30 @@ def paired_comparisons(per_image: pd.DataFrame, n_boot: int = 200, seed: int = 0
                          "model_a": a[0], "method_a": a[1], "model_b": b[0], "method_b": b[1], "n": len(common),
                          "diff": est.value, "low": est.low, "high": est.high})
     return pd.DataFrame(rows)
+
+
+def paired_subset(paired: pd.DataFrame, metrics: Sequence[str], model: str | None = None,
+                  methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows of :func:`paired_comparisons` for ``metrics``, optionally of one model against itself
+    across ``methods`` (e.g. its CAM depths), with ``excludes_0``: the CI excludes zero."""
+    if paired.empty:
+        return paired
+    keep = paired.metric.isin(list(metrics))
+    if model is not None:
+        keep &= (paired.model_a == model) & (paired.model_b == model)
+    if methods is not None:
+        keep &= paired.method_a.isin(list(methods)) & paired.method_b.isin(list(methods))
+    out = paired[keep].copy()
+    out["excludes_0"] = (out.low > 0) | (out.high < 0)
+    return out
+
+
+def depth_variants(metrics: pd.DataFrame, model: str, method: str) -> pd.DataFrame:
+    """Metric rows of ``model``'s maps by ``method`` at its default layer and at every stored
+    layer variant ``<method>@<label>`` (notebook 03's ``layer_variants``)."""
+    m = metrics
+    same = (m.method == method) | m.method.str.startswith(f"{method}@")
+    return m[(m.model == model) & (m.variant == "maps") & same]
 
 
 def format_table(metrics: pd.DataFrame, names: Sequence[str], variant: str = "maps") -> pd.DataFrame:

@@ -23,7 +23,7 @@ from .arrays import as_maps
 from .metrics import iou_dice
 
 __all__ = ["THRESHOLDS", "register_threshold", "thresholds_for", "otsu_thresholds",
-           "fraction_thresholds", "binarize", "gate", "gated_iou", "tune_fraction", "tune_gate"]
+           "fraction_thresholds", "binarize", "gate", "gated_iou", "tune_fraction", "tune_gate", "check_rules"]
 
 THRESHOLDS: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("threshold rule")
 
@@ -97,6 +97,13 @@ def thresholds_for(rule: str, maps) -> np.ndarray:
         except ValueError as err:
             raise UnknownNameError(f"unknown threshold rule {rule!r}: frac<f> needs 0 <= f < 1") from err
     return THRESHOLDS.lookup(rule)(maps)
+
+
+def check_rules(rules) -> None:
+    """Raise :class:`~pneumoloc.registry.UnknownNameError` for the first rule that is neither
+    registered nor ``frac<f>`` (the message lists the known ones)."""
+    for rule in rules:
+        thresholds_for(rule, np.zeros((1, 2, 2)))
 
 
 def binarize(maps, thresholds) -> np.ndarray:

@@ -6,7 +6,8 @@ Each parameter is one literal assignment with a trailing comment (papermill's co
     threshold = 0.5  # decision threshold on P(pneumonia), in (0, 1)
 
 The default's type is the parameter's type, and an interval written ``in [low, high]`` in the
-comment (``(`` / ``)`` for open ends, ``inf`` or nothing for no bound) is its range. The run
+comment (``(`` / ``)`` for open ends, ``inf`` or nothing for no bound) is its range; for a
+list or dict parameter the range bounds its length (``in [1, inf)``: not empty). The run
 spec validator (:mod:`pneumoloc.runs.spec`) and the notebook's own check
 (:func:`check_parameters`, the first call after the parameters cell) apply the same rule, so a
 value accepted by ``pneumoloc run`` is accepted by the notebook and the reverse.
@@ -42,14 +43,17 @@ class Parameter:
     high_open: bool = False
 
     def range_error(self, value: Any) -> str | None:
-        """Why ``value`` lies outside the declared range, or None."""
+        """Why ``value`` (a list's or dict's length) lies outside the declared range, or None."""
+        what = f"{self.name}={value!r}"
+        if isinstance(value, (list, tuple, dict)):
+            what, value = f"len({self.name})={len(value)}", len(value)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return None
         below = value < self.low or (self.low_open and value == self.low)
         above = value > self.high or (self.high_open and value == self.high)
         if below or above:
             lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"{self.name}={value!r} is outside {lo}{_num(self.low)}, {_num(self.high)}{hi}"
+            return f"{what} is outside {lo}{_num(self.low)}, {_num(self.high)}{hi}"
         return None
 
 
