@@ -46,3 +46,26 @@ def test_map_agreement_matrix_and_spread():
     assert mat.loc["a", "b"] == pytest.approx(np.mean(map_rank_correlation(m[0], m[1])))
     np.testing.assert_allclose(pixel_spread(m), m.std(axis=0), atol=1e-6)
     assert pixel_spread(np.stack([m[0]] * 3)).max() < 1e-7  # identical members do not spread
+
+
+def test_per_image_agreement_is_the_mean_over_pairs_and_nan_without_ranking():
+    from pneumoloc.ensembles.diversity import per_image_agreement
+
+    rng = np.random.default_rng(3)
+    maps = rng.random((3, 5, 4, 4))
+    maps[:, 4] = 0.5  # constant on every member: no ranking
+    pairs = [map_rank_correlation(maps[i], maps[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
+    got = per_image_agreement(maps)
+    np.testing.assert_allclose(got[:4], np.mean(pairs, axis=0)[:4])
+    assert np.isnan(got[4])
+
+
+def test_contrast_cases_take_least_and_most_agreement_preferring_boxed_images():
+    from pneumoloc.ensembles.diversity import contrast_cases
+
+    agreement = np.array([0.9, 0.1, np.nan, 0.5, 0.2, 0.95])
+    has_box = np.array([True, True, True, True, False, True])
+    # boxed and defined: 0 (0.9), 1 (0.1), 3 (0.5), 5 (0.95); least 2 then most 1
+    np.testing.assert_array_equal(contrast_cases(agreement, has_box, 3), [1, 3, 5])
+    np.testing.assert_array_equal(contrast_cases(agreement, np.zeros(6, bool), 1), [1])  # no box: all defined
+    assert contrast_cases(np.full(3, np.nan), np.ones(3, bool), 4).size == 0

@@ -62,3 +62,18 @@ def test_bad_inputs_are_named():
         fit_temperature([0, 1])
     with pytest.raises(ValueError, match="temperature"):
         apply_temperature([0.5], 0)
+
+
+def test_calibration_table_equals_the_functions_it_joins():
+    from pneumoloc.evaluate.calibration import calibration_table
+
+    rng = np.random.default_rng(5)
+    y_val, y_test = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    val = {"a": np.clip(0.6 * y_val + 0.4 * rng.random(200), 0, 1)}
+    test = {"a": np.clip(0.6 * y_test + 0.4 * rng.random(200), 0, 1)}
+    only = calibration_table(y_test, test, 5)
+    assert list(only.columns) == ["ece"] and only.loc["a", "ece"] == expected_calibration_error(y_test, test["a"], 5)
+    cal = calibration_table(y_test, test, 5, y_val, val)
+    t = fit_temperature(y_val, prob=val["a"])
+    assert cal.loc["a", "temperature"] == t
+    assert cal.loc["a", "ece_scaled"] == expected_calibration_error(y_test, apply_temperature(test["a"], t), 5)

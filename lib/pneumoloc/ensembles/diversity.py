@@ -16,6 +16,7 @@ Map diversity (on the same images, same map size):
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 
 __all__ = [
     "errors", "error_correlation", "disagreement", "map_rank_correlation",
-    "map_agreement_matrix", "pixel_spread",
+    "map_agreement_matrix", "pixel_spread", "per_image_agreement", "contrast_cases",
 ]
 
 
@@ -99,3 +100,23 @@ def pixel_spread(maps: np.ndarray) -> np.ndarray:
     if maps.ndim != 4:
         raise ValueError(f"maps must be [members, images, H, W], got shape {maps.shape}")
     return maps.astype(np.float64).std(axis=0).astype(np.float32)  # float64: no drift on float16 input
+
+
+def per_image_agreement(maps: np.ndarray) -> np.ndarray:
+    """Mean over member pairs of :func:`map_rank_correlation`, per image ``[N]`` from ``[M, N, H, W]``;
+    NaN where no pair has a ranking (every member's map constant)."""
+    m = len(maps)
+    pairs = np.array([map_rank_correlation(maps[i], maps[j]) for i in range(m) for j in range(i + 1, m)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: images without a ranking
+        return np.nanmean(np.where(np.isfinite(pairs), pairs, np.nan), axis=0)
+
+
+def contrast_cases(agreement: np.ndarray, has_box: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``(n+1)//2`` images where members agree least and the ``n//2`` where they agree
+    most, preferring images with a box; empty when agreement is undefined everywhere."""
+    defined = np.isfinite(agreement)
+    pool = np.flatnonzero(has_box & defined)
+    pool = pool if len(pool) else np.flatnonzero(defined)
+    order = pool[np.argsort(agreement[pool])]
+    return np.unique(np.r_[order[: (n + 1) // 2], order[len(order) - n // 2:]]).astype(int)

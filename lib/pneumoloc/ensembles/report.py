@@ -25,7 +25,7 @@ from ..models.outputs import DIGEST_KEY, load_predictions as load_model_predicti
 __all__ = [
     "PredictionSet", "trained_models", "load_predictions", "classification_metrics",
     "compare_systems", "load_member_maps", "PRED_COLUMNS", "localization_scores",
-    "compare_localization", "format_ci", "LOC_METRICS",
+    "compare_localization", "compare_map_localization", "format_ci", "LOC_METRICS",
 ]
 
 PRED_COLUMNS = ("image_id", "patient_id", "split", "label", "prob")
@@ -65,6 +65,13 @@ class PredictionSet:
 
     def image_ids(self, split: str) -> np.ndarray:
         return self._frame(split)["image_id"].to_numpy(str)
+
+    def describe(self) -> str:
+        """One line: members, images per split, test patients and positives, images dropped."""
+        test = self._frame("test")
+        return (f"{len(self.members)} members {self.members}; val {len(self._frame('val'))} images, test "
+                f"{len(test)} images from {test['patient_id'].nunique()} patients ({int(test['label'].sum())} "
+                f"positive); images dropped because a member lacks them: {self.dropped}")
 
 
 def trained_models(run) -> list[str]:
@@ -282,6 +289,15 @@ def compare_localization(scores: dict[str, dict], groups: Sequence, reference: s
                          "low": est.low, "high": est.high, "d": d.value, "d_low": d.low,
                          "d_high": d.high, "excluded": sum(sc.excluded.values())})
     return pd.DataFrame(rows)
+
+
+def compare_map_localization(member_maps: np.ndarray, members: Sequence[str], ensemble_maps: dict[str, np.ndarray],
+                             gt, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """:func:`compare_localization` of every member's maps (``[M, N, H, W]``) and every ensemble
+    map (``{name: [N, H, W]}``) against the ground truth ``gt`` of the same N images."""
+    scores = {m: localization_scores(member_maps[k], gt) for k, m in enumerate(members)}
+    scores.update({name: localization_scores(maps, gt) for name, maps in ensemble_maps.items()})
+    return compare_localization(scores, gt.images["patient_id"].to_numpy(str), reference, n_boot, seed)
 
 
 def format_ci(table: pd.DataFrame, columns: dict[str, str], digits: int = 3) -> pd.DataFrame:

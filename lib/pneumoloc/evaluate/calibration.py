@@ -19,7 +19,7 @@ import pandas as pd
 
 __all__ = [
     "bin_index", "reliability_table", "expected_calibration_error", "fit_temperature",
-    "apply_temperature",
+    "apply_temperature", "calibration_table",
 ]
 
 _EPS = 1e-12
@@ -108,3 +108,15 @@ def fit_temperature(y: np.ndarray, prob: np.ndarray | None = None, logits: np.nd
                       f"split is separable or too small to fit it; treat the scaled ECE with caution",
                       stacklevel=2)
     return t
+
+
+def calibration_table(y_test: np.ndarray, test: dict[str, np.ndarray], n_bins: int = 10,
+                      y_val: np.ndarray | None = None, val: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Test ECE per system; with validation data also the temperature fitted on it (NLL) and the
+    test ECE after scaling (``temperature``, ``ece_scaled``)."""
+    cal = pd.DataFrame({"ece": {name: expected_calibration_error(y_test, p, n_bins) for name, p in test.items()}})
+    if val is not None:
+        cal["temperature"] = pd.Series({name: fit_temperature(y_val, prob=p) for name, p in val.items()})
+        cal["ece_scaled"] = pd.Series({name: expected_calibration_error(
+            y_test, apply_temperature(test[name], cal.loc[name, "temperature"]), n_bins) for name in test})
+    return cal

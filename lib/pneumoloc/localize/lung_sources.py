@@ -61,6 +61,11 @@ class LungMasks:
     approximate: bool
     missing: int
 
+    def describe(self) -> str:
+        """One line: the source, flagged when approximate, and how many images have no mask."""
+        flag = " (APPROXIMATE: LAR and lung-normalized energy are approximate)" if self.approximate else ""
+        return f"lung masks: {self.source}{flag}, {self.missing} missing"
+
 
 LUNG_SOURCES: Registry[Callable[..., LungMasks]] = Registry("lung mask source")
 

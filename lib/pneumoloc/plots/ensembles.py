@@ -9,7 +9,7 @@ import pandas as pd
 
 __all__ = [
     "plot_differences", "plot_matrix", "plot_reliability", "plot_frontier", "plot_map_cases",
-    "plot_table", "plot_localization",
+    "plot_table", "plot_localization", "plot_contrast_cases",
 ]
 
 
@@ -188,3 +188,31 @@ def plot_localization(table: pd.DataFrame, reference: str = ""):
     fig.suptitle(f"Localization of member and ensemble maps (dashed: {reference or 'reference'})")
     fig.tight_layout()
     return fig
+
+
+def plot_contrast_cases(tables, image_ids: Sequence[str], member_maps: np.ndarray, names: Sequence[str],
+                        ensemble: np.ndarray, spread: np.ndarray, agreement: np.ndarray, n_cases: int):
+    """:func:`plot_map_cases` for the images where members agree least and most
+    (:func:`pneumoloc.ensembles.diversity.contrast_cases`, images with a box first), over the
+    radiographs with their boxes; None when agreement is undefined on every image.
+
+    Args:
+        tables: the run's dataset tables; ``image_ids`` index the maps' second axis.
+        member_maps: ``[M, N, S, S]``; ensemble, spread: ``[N, S, S]``; agreement: ``[N]``.
+    """
+    from ..data.cache import resize_square
+    from ..data.images import read_grayscale
+    from ..ensembles.diversity import contrast_cases
+    from ..localize.metrics import boxes_by_image
+
+    boxes = boxes_by_image(tables.boxes, image_ids)
+    cases = contrast_cases(agreement, np.array([len(b) > 0 for b in boxes]), n_cases)
+    if len(cases) == 0:
+        return None
+    size = member_maps.shape[-1]
+    img = tables.images.set_index("image_id").loc[image_ids]
+    scale = np.c_[size / img["width"], size / img["height"], size / img["width"], size / img["height"]]
+    titles = [f"{image_ids[i]} (label {img['label'].iloc[i]})\nagreement {agreement[i]:.2f}" for i in cases]
+    images = np.stack([resize_square(read_grayscale(img["path"].iloc[i]), size) for i in cases])
+    return plot_map_cases(member_maps[:, cases], names, ensemble[cases], spread[cases], titles, images=images,
+                          boxes=[boxes[i] * scale[i] for i in cases])

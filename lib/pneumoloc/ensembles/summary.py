@@ -1,0 +1,126 @@
+"""Notebook 05's tables: systems side by side, the efficiency frontier, the paper's summary.
+
+A *system* is a member model or a fitted ensemble (``ens_<combiner>``), each a vector of
+P(pneumonia) on the same images. The frontier joins each system's cost (parameters, measured
+latency; an ensemble costs the sum of the members it uses) with its test ROC-AUC and map
+localization, and marks the Pareto-optimal ones per (cost, score) pair. The summary joins
+classification (with paired differences to the reference), calibration, cost and localization
+into one row per system, written as CSV, LaTeX and a figure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .combiners import best_single, fit_ensemble, member_auc
+from .efficiency import pareto_front
+from .report import PredictionSet, format_ci
+
+__all__ = ["Systems", "fit_systems", "systems", "predictions_table", "weights_table", "members_used", "efficiency_frontier",
+           "frontier_counts", "summary_table", "summary_latex", "COST_COLUMNS", "LOC_NAMES"]
+
+COST_COLUMNS = ["params", "latency_ms", "ms_per_image_batched"]
+# Localization metrics of the frontier and the summary, with their printed names.
+LOC_NAMES = {"hit": "hit rate", "auprc": "loc. AUPRC"}
+# Combiners whose weights are not a convex mix of members: every member counts as used.
+_NOT_CONVEX = ("stacking", "vote")
+
+
+@dataclass
+class Systems:
+    """Members and ensembles fitted on validation, with every system's probabilities per split."""
+
+    members: list[str]
+    fitted: dict  # combiner -> FittedEnsemble
+    val_auc: pd.Series  # members' validation ROC-AUC
+    reference: str  # the member with the best validation ROC-AUC
+    val: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+
+
+def fit_systems(preds: PredictionSet, combiners: Sequence[str]) -> Systems:
+    """Fit every combiner on the members' validation predictions; apply each unchanged to test."""
+    members, y_val, p_val = preds.members, preds.labels("val"), preds.probs("val")
+    val_auc = pd.Series({m: member_auc(y_val, p_val[:, k]) for k, m in enumerate(members)}, name="val ROC-AUC")
+    fitted = {c: fit_ensemble(c, p_val, y_val, members) for c in combiners}
+    return Systems(list(members), fitted, val_auc, best_single(p_val, y_val, members),
+                   systems(p_val, members, fitted), systems(preds.probs("test"), members, fitted))
+
+
+def systems(probs: np.ndarray, members: Sequence[str], fitted: dict) -> dict[str, np.ndarray]:
+    """Each member's column of ``probs`` ``[n, M]``, then ``ens_<combiner>`` for every fitted ensemble."""
+    out = {m: probs[:, k] for k, m in enumerate(members)}
+    out.update({f"ens_{c}": e.predict(probs) for c, e in fitted.items()})
+    return out
+
+
+def predictions_table(preds: PredictionSet, by_split: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Long table ``image_id, patient_id, label, split, system, prob`` of every system per split."""
+    return pd.concat([preds.frames[s][["image_id", "patient_id", "label"]].assign(split=s, system=name, prob=p)
+                      for s, d in by_split.items() for name, p in d.items()])
+
+
+def weights_table(val_auc: pd.Series, fitted: dict, members: Sequence[str]) -> pd.DataFrame:
+    """Members' validation ROC-AUC beside each combiner's member weights."""
+    weights = pd.DataFrame({c: pd.Series(e.weights, index=list(members)) for c, e in fitted.items()})
+    return pd.concat([val_auc, weights], axis=1)
+
+
+def members_used(fitted: dict, members: Sequence[str]) -> dict[str, list[str]]:
+    """Members each ensemble needs at prediction time (positive weight; all for stacking and vote)."""
+    return {f"ens_{c}": [m for m, w in zip(members, e.weights if c not in _NOT_CONVEX else np.ones(len(members)))
+                         if w > 0] for c, e in fitted.items()}
+
+
+def efficiency_frontier(costs: pd.DataFrame, fitted: dict, members: Sequence[str], classification: pd.DataFrame,
+                        localization: pd.DataFrame) -> pd.DataFrame:
+    """Cost and quality of every system, and ``front_<cost>_<score>`` Pareto flags.
+
+    Args:
+        costs: :func:`pneumoloc.ensembles.efficiency.efficiency_table` indexed by model.
+        fitted: combiner -> fitted ensemble.
+        classification: :func:`pneumoloc.ensembles.report.compare_systems` (``system``, ``roc_auc``).
+        localization: :func:`pneumoloc.ensembles.report.compare_localization` (long: system, metric, value).
+    """
+    loc_value = localization.pivot(index="system", columns="metric", values="value")
+    loc_metrics = [m for m in LOC_NAMES if m in loc_value]
+    ens_costs = pd.DataFrame({name: costs.loc[ms, COST_COLUMNS].sum()
+                              for name, ms in members_used(fitted, members).items()}).T
+    frontier = pd.concat([costs[COST_COLUMNS], ens_costs])
+    frontier = frontier.join(classification.set_index("system")[["roc_auc"]]).join(loc_value[loc_metrics])
+    frontier["kind"] = ["member" if s in members else "ensemble" for s in frontier.index]
+    for cost in ("params", "latency_ms"):
+        for score in ["roc_auc", *loc_metrics]:
+            frontier[f"front_{cost}_{score}"] = pareto_front(frontier[cost], frontier[score])
+    return frontier
+
+
+def frontier_counts(frontier: pd.DataFrame, models: Sequence[str]) -> dict[str, str]:
+    """For each of ``models``: on how many of the frontiers it sits (e.g. the MobileNet claim)."""
+    fronts = [c for c in frontier if c.startswith("front_")]
+    return {m: f"on {int(frontier.loc[m, fronts].sum())} of {len(fronts)} frontiers" for m in models}
+
+
+def summary_table(classification: pd.DataFrame, calibration: pd.DataFrame, frontier: pd.DataFrame,
+                  localization: pd.DataFrame, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per system: the numbers (``summary``) and the paper's strings (``pretty``)."""
+    summary = classification.set_index("system").join(calibration).join(frontier[["kind", "params", "latency_ms"]])
+    loc_metrics = [m for m in LOC_NAMES if m in frontier]
+    for metric in loc_metrics:
+        summary = summary.join(localization[localization["metric"] == metric].set_index("system")
+                               [["value", "low", "high"]]
+                               .rename(columns=lambda c: metric + ("" if c == "value" else "_" + c)))
+    summary["params"] = summary["params"] / 1e6
+    columns = {"kind": "kind", "roc_auc": "ROC-AUC", "d_roc_auc": f"Δ vs {reference}", "delong_p": "DeLong p",
+               "pr_auc": "PR-AUC", "f1": "F1", "ece": "ECE", "params": "params (M)", "latency_ms": "latency (ms)",
+               **{m: LOC_NAMES[m] for m in loc_metrics}}
+    return summary, format_ci(summary, columns)
+
+
+def summary_latex(pretty: pd.DataFrame, caption: str, label: str = "tab:ensembles") -> str:
+    """``pretty`` as a LaTeX table (``pandas.to_latex``); Δ printed as "diff.", underscores escaped."""
+    return pretty.rename(columns=lambda c: c.replace("Δ", "diff.")).to_latex(
+        escape=True, caption=caption.replace("_", "\\_"), label=label)
