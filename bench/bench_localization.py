@@ -1,9 +1,10 @@
-"""Speed of the localization metrics on 1,000 maps at 224 x 224 (issue 6 targets).
+"""Speed of the localization metrics on 1,000 maps at 224 x 224.
 
 Prints maps/s of (1) every per-image metric of notebook 04 together (LAR, pointing game,
 energy, lung-normalized energy, AUPRC, Otsu and fraction thresholds with IoU/Dice, RSNA boxes),
-through ``localization_report.score_maps`` as wired (boxes by ``components.component_boxes``)
-and with the scipy reference ``detection.cam_to_boxes`` instead, side by side with their ratio and a
+through ``pneumoloc.localize.report.score_maps`` as wired (boxes by
+``pneumoloc.localize.boxes.component_boxes``) and with the scipy reference ``cam_to_boxes``
+(``bench/references.py``) instead, side by side with their ratio and a
 check that every score is identical; and (2) the per-image AUPRC: the exact float16-level
 histogram path, the exact sort path and a per-image scikit-learn loop on the same maps, with
 their ratios. Times are CPU seconds of this process (``time.process_time``, the best of
@@ -95,7 +96,7 @@ def main() -> None:
     from sklearn.metrics import average_precision_score
 
     from pneumoloc.localize.boxes import component_boxes
-    from pneumoloc.localize.rsna import cam_to_boxes
+    from references import cam_to_boxes  # bench/references.py
     from pneumoloc.localize.metrics import localization_auprc
 
     rng = np.random.default_rng(0)

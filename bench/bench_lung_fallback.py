@@ -17,11 +17,12 @@ import tempfile
 import time
 
 import numpy as np
+from references import otsu_lung_mask  # bench/references.py (this folder is on sys.path when run)
 
 from pneumoloc.data.images import read_grayscale
 from pneumoloc.data.readers import read_dataset
 from pneumoloc.localize.lung_atlas import lung_atlas
-from pneumoloc.localize.lung_sources import classical_lung_mask, otsu_lung_mask
+from pneumoloc.localize.lung_sources import classical_lung_mask
 from pneumoloc.localize.metrics import box_masks, boxes_by_image
 from pneumoloc.phantom.writer import generate_phantom
 

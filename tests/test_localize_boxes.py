@@ -1,10 +1,10 @@
-"""Stacked OpenCV component boxes: identical to detection.cam_to_boxes and to per-image scipy."""
+"""Stacked OpenCV component boxes: hand-worked cases, the scipy reference and per-image scipy."""
 import numpy as np
 import pytest
+from references import cam_to_boxes
 from scipy import ndimage
 
 from pneumoloc.localize import boxes as C
-from pneumoloc.localize.rsna import cam_to_boxes
 
 
 def _maps(kind, rng, n=12, side=40):
@@ -90,3 +90,48 @@ def test_label_stack_numbers_like_scipy_on_a_large_stack(density):
     labels, image, stats = C.label_stack(masks)
     assert np.array_equal(labels, ref) and len(stats) == k
     assert np.array_equal(stats[:, 4], np.bincount(ref.ravel())[1:])
+
+
+def test_components_scaled_and_scored():
+    m = np.zeros((1, 8, 8))
+    m[0, 1:3, 1:4] = 0.9  # component A: rows 1-2, cols 1-3, peak 0.9
+    m[0, 5:8, 6] = 0.6    # component B: rows 5-7, col 6
+    boxes = C.component_boxes(m, 0.5, widths=[80], heights=[160], probs=[0.5])[0]
+    boxes = boxes[np.argsort(-boxes[:, 4])]
+    assert boxes[0].tolist() == pytest.approx([10, 20, 30, 40, 0.45])
+    assert boxes[1].tolist() == pytest.approx([60, 100, 10, 60, 0.30])
+    assert len(C.component_boxes(m, 0.5, min_cells=4)[0]) == 1  # B has 3 cells
+    only = C.component_boxes(m, 0.5, max_boxes=1)[0]  # A (6 cells) is the larger component
+    assert only[:, :4].tolist() == [[1, 1, 3, 2]]
+
+
+def test_batch_equals_one_by_one():
+    rng = np.random.default_rng(0)
+    maps = rng.random((5, 12, 12))
+    maps[2] = 0.0  # an image without components between others
+    batch = C.component_boxes(maps, 0.7, max_boxes=3)
+    for i in range(5):
+        single = C.component_boxes(maps[i:i + 1], 0.7, max_boxes=3)[0]
+        assert np.array_equal(batch[i], single)
+    assert batch[2].shape == (0, 5) and all(len(b) <= 3 for b in batch)
+    assert C.component_boxes(np.zeros((1, 4, 4)), 0.5)[0].shape == (0, 5)
+
+
+def _reference_boxes(m, t, min_cells):
+    """One image at a time with plain 2-D labelling (independent of the batched code)."""
+    from scipy import ndimage
+
+    labels, k = ndimage.label(m > t, structure=np.ones((3, 3)))
+    rows = []
+    for j in range(1, k + 1):
+        ys, xs = np.nonzero(labels == j)
+        if len(ys) >= min_cells:
+            rows.append([xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min(), m[ys, xs].max()])
+    return np.array(sorted(rows)).reshape(-1, 5)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.9])  # 0.9 on noise: speckle, the vectorized path
+def test_the_scipy_reference_matches_per_image_labelling(threshold):
+    maps = np.random.default_rng(2).random((4, 40, 40))
+    for m, boxes in zip(maps, cam_to_boxes(maps, threshold, min_cells=2)):
+        assert np.allclose(np.array(sorted(boxes.tolist())).reshape(-1, 5), _reference_boxes(m, threshold, 2))

@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from references import otsu_lung_mask
 
 from pneumoloc.localize import lung_sources as LM
 
@@ -102,7 +103,7 @@ def test_phantom_dataset_masks_are_exact_and_classical_is_approximate(phantom):
     approx = LM.lung_masks("classical", phantom.images, 128, atlas=atlas)
     assert approx.approximate and approx.missing == 0
     iou = [(a & b).sum() / (a | b).sum() for a, b in zip(exact.masks, approx.masks)]
-    before = [(a & LM.otsu_lung_mask(read_grayscale(p))).sum() / (a | LM.otsu_lung_mask(read_grayscale(p))).sum()
+    before = [(a & otsu_lung_mask(read_grayscale(p))).sum() / (a | otsu_lung_mask(read_grayscale(p))).sum()
               for a, p in zip(exact.masks, phantom.images["path"])]
     # measured: 0.87 mean at 256 px over 60 images (bench/bench_lung_fallback.py); Otsu alone 0.62
     assert np.mean(iou) > 0.8 and min(iou) > 0.6

@@ -1,10 +1,11 @@
 """Boxes of the 8-connected components of thresholded maps, one OpenCV labelling per stack.
 
-:func:`component_boxes` has exactly the contract and the results of
-:func:`pneumoloc.localize.rsna.cam_to_boxes` (same boxes, scores, order and tie-breaking), measured
-here 1.7-3x faster on speckled maps (thresholded noise: ~200 components per 224 x 224 map), where
-the scipy path spends most of its time in ``ndimage.find_objects`` and full-stack passes, and
-1.1-1.3x on CAM-like maps (``bench/bench_localization.py``). How:
+Each thresholded map (``map > t``) becomes boxes: one per 8-connected component, its bounding
+rectangle rescaled from the M x M frame to original pixels (``x * width / M``), scored by the
+component's peak map value times the classifier probability (when given), so confident images
+rank their boxes first. The results equal those of the scipy reference ``cam_to_boxes`` in
+``bench/references.py`` (same boxes, scores, order and tie-breaking); ``bench_localization.py``
+prints the ratio of their speeds. How:
 
 * The ``[N, M, M]`` masks are stacked into one ``N (M + 1) x M`` image with an empty row after
   each map, so components never cross maps, and labelled once by
@@ -55,11 +56,21 @@ def component_boxes(maps, thresholds, widths: Sequence[float] | None = None,
                     heights: Sequence[float] | None = None, probs: Sequence[float] | None = None,
                     min_cells: int = 1, max_boxes: int = 0) -> list[np.ndarray]:
     """Boxes ``[k, 5]`` (``x, y, w, h, score``) per image from the 8-connected components of
-    ``map > t``: identical to :func:`pneumoloc.localize.rsna.cam_to_boxes` (see it for the
-    arguments), per image in raster order of the components' first pixels."""
+    ``map > t``, per image in raster order of the components' first pixels.
+
+    Args:
+        maps: ``[N, M, M]``.
+        thresholds: scalar or per-image thresholds (see :mod:`pneumoloc.localize.thresholds`).
+        widths, heights: original image sizes; boxes are returned in original pixels (map
+            cells when omitted).
+        probs: classifier probabilities; a box's score is its component's peak map value
+            times the image's probability (the peak alone when omitted).
+        min_cells: components smaller than this many cells are dropped (speckle).
+        max_boxes: keep at most this many components per image, the largest first (0 = all).
+    """
     m = as_maps(maps)
     if m.dtype != np.float16:  # float16 (stored maps) compares and maxes exactly as float32
-        m = m.astype(np.float32, copy=False)  # others are rounded first, as cam_to_boxes does
+        m = m.astype(np.float32, copy=False)  # others are rounded to float32 first
     n, side = len(m), m.shape[-1]
     if n == 0:
         return []

@@ -16,8 +16,8 @@ source           exact?    what it reads
                            :mod:`pneumoloc.localize.lung_atlas`) placed by template matching and
                            fused with a two-class intensity model (MAP, EM); on the phantom
                            (60 images, 256 px, atlas without their masks) IoU 0.87 mean /
-                           0.72 worst, Dice 0.93, vs 0.62 / 0.10 and 0.73 for the former
-                           Otsu+morphology fallback (``otsu_lung_mask``); printed by
+                           0.72 worst, Dice 0.93, vs 0.62 / 0.10 and 0.73 for Otsu and
+                           morphology alone (``bench/references.py``), as printed by
                            ``.venv/bin/python bench/bench_lung_fallback.py``; not checked
                            on real radiographs (the zip holds masks, not images): every
                            table built on it says "approximate"
@@ -40,7 +40,7 @@ import pandas as pd
 from ..registry import Registry
 
 __all__ = ["LungMasks", "LUNG_SOURCES", "register_lung_source", "lung_masks", "resize_mask",
-           "rle_decode", "chexmask_masks", "classical_lung_mask", "otsu_lung_mask", "pspnet_masks",
+           "rle_decode", "chexmask_masks", "classical_lung_mask", "pspnet_masks",
            "PSPNET_WEIGHTS_NAME"]
 
 PSPNET_WEIGHTS_NAME = "pspnet_chestxray_best_model_4.pth"
@@ -159,42 +159,6 @@ def classical_lung_mask(image: np.ndarray, atlas: np.ndarray | None = None) -> n
     from .lung_atlas import atlas_lung_mask
 
     return atlas_lung_mask(image, atlas)
-
-
-def otsu_lung_mask(image: np.ndarray) -> np.ndarray:
-    """The former fallback (kept as the bench's baseline): Otsu and morphology, no prior.
-
-    Otsu splits dark from bright; the body is taken row by row between the first and last
-    bright pixel (the thorax spans each row), and the lungs are its dark part, closed
-    vertically across the ribs (which cut the lung fields into strips), opened to drop
-    speckle, cut from the image border, kept as the two largest components and hole-filled.
-    On the phantom its IoU with the exact masks is only about 0.6 (and as low as 0.16 when
-    ribs and lesions split a lung), which the atlas fusion fixes.
-    """
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
-    img = np.asarray(image, np.float64)
-    if img.max() == img.min():
-        return np.zeros(img.shape, bool)
-    tissue = img > threshold_otsu(img)
-    cols = np.arange(img.shape[1])
-    first = np.where(tissue.any(1), np.argmax(tissue, 1), img.shape[1])
-    last = np.where(tissue.any(1), img.shape[1] - 1 - np.argmax(tissue[:, ::-1], 1), -1)
-    body = (cols[None] >= first[:, None]) & (cols[None] <= last[:, None])
-    side = min(img.shape)
-    rib_gap = np.ones((2 * max(1, side // 20) + 1, 1), bool)
-    dark = ndimage.binary_closing(body & ~tissue, structure=rib_gap) & body
-    r = max(1, side // 64)
-    dark = ndimage.binary_opening(dark, structure=np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= r)
-    labels, k = ndimage.label(dark)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    sizes = np.bincount(labels.ravel(), minlength=k + 1)
-    sizes[0] = 0
-    sizes[border] = 0
-    keep = np.argsort(sizes)[::-1][:2]
-    keep = keep[sizes[keep] > 0]
-    return ndimage.binary_fill_holes(np.isin(labels, keep))
 
 
 @register_lung_source("classical")
