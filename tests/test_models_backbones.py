@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pneumoloc.models import specs as backbone_registry
 from pneumoloc.models.backbones import Classifier, _derived_spec, build_model, resolve_layer
 from pneumoloc.models.kinds import model_from_config
 from pneumoloc.models.specs import BACKBONES, ChannelsFirst, TokensToGrid

@@ -10,10 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pneumoloc.data import xrv_assets as lung_fields
 from pneumoloc.data.readers import read_dataset
-from pneumoloc.phantom import (anatomy, config as phantom_config, drawing as phantom_drawing,
-                               lesions as phantom_lesions, writer as phantom_module)
 from pneumoloc.phantom.config import GENERATOR_VERSION, PhantomConfig
 from pneumoloc.phantom.drawing import choose_lung_masks, patient_images, plan_patients
 from pneumoloc.phantom.writer import generate_phantom
@@ -170,11 +167,11 @@ def test_process_pool_gives_the_same_files_as_one_process(tmp_path):
     assert _files(one) == _files(two)
 
 
-# Golden digests, measured from the code at commit b2562e3 (before phantom/anatomy were split
-# into modules): a refactor must not change one pixel, box or table cell. They depend on the
-# numpy/scipy/Pillow builds and on the CPU's SIMD paths (numpy picks exp/sin kernels per CPU),
-# so they run only when asked: PNEUMOLOC_GOLDEN=1 pytest tests/test_phantom_writer.py, on the machine
-# that recorded them, before and after a refactor. When the drawing changes on purpose, bump
+# Golden digests of the generator at GENERATOR_VERSION 2: a refactor must not change one pixel,
+# box or table cell. They depend on the numpy/scipy/Pillow builds and on the CPU's SIMD paths
+# (numpy picks exp/sin kernels per CPU), so they run only when asked:
+# PNEUMOLOC_GOLDEN=1 pytest tests/test_phantom_writer.py, on the machine that recorded them,
+# before and after a refactor. When the drawing changes on purpose, bump
 # GENERATOR_VERSION and re-record both digests.
 golden = pytest.mark.skipif(os.environ.get("PNEUMOLOC_GOLDEN") != "1",
                             reason="machine-dependent digests: set PNEUMOLOC_GOLDEN=1 when refactoring the generator")

@@ -1,6 +1,7 @@
-"""Data in: the manifest tables every reader produces, the dataset readers, image decoding, the
-uint8 image cache, patient-wise splits, near duplicates, and the tables and lung masks that
-ship inside torchxrayvision.
+"""Data in: the manifest tables every reader produces (tables), the dataset readers (readers/),
+image decoding (images), the uint8 image cache (cache), patient-wise splits (splits), near
+duplicates (near_duplicates), and the tables and lung masks shipped inside torchxrayvision
+(xrv_assets).
 
-Imports only the root modules (paths, storage, environment).
+May import: the root modules (environment, storage, registry). The first stage.
 """

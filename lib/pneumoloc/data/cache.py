@@ -4,7 +4,7 @@ The paper's loader decodes and resizes each 1024-2048 px JPEG on every epoch; on
 CPU that costs more than the model step for small backbones. Here each image is
 decoded (:func:`pneumoloc.data.images.read_grayscale`) and squashed to S x S once, and
 every epoch reads the ``[N, S, S]`` uint8 array from a memory map (page cache),
-so an epoch costs compute, not decoding (DESIGN.md, data flow 3).
+so an epoch costs compute, not decoding (docs/design.md, data flow 3).
 
 The cache is keyed by the manifest and the size: a SHA-256 over ``size`` and each
 row's ``image_id``, ``path`` and the file's byte size and modification time. A

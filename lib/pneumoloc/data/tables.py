@@ -1,4 +1,4 @@
-"""The one table format every dataset reader produces (DESIGN.md, data flow 1).
+"""The one table format every dataset reader produces (docs/design.md, data flow 1).
 
 ``images`` — one row per image:
 

@@ -174,7 +174,7 @@ def compare_with_reference(tables) -> pd.DataFrame:
 
 @lru_cache(maxsize=1)
 def _lung_zip() -> zipfile.ZipFile:
-    """The v7labs zip, opened once per process (reading its directory costs ~20 ms)."""
+    """The v7labs zip, opened once per process (its directory is read on opening)."""
     return zipfile.ZipFile(xrv_data_file(LUNG_ZIP))
 
 

@@ -1,5 +1,5 @@
-"""Ensembles of stored predictions and maps: combiners, diversity, efficiency, notebook 05's
-report.
+"""Ensembles of stored predictions and maps: combiners, diversity, cost (efficiency),
+notebook 05's reading of a run (report) and its tables (summary).
 
-Imports localize and every earlier stage.
+May import: localize and every earlier stage.
 """

@@ -64,8 +64,8 @@ def measure_latency(model, image_size: int, device: str = "cpu", n_batches: int 
         n_batches: timed repetitions for each batch size (the median is reported).
         warmup: untimed passes first (allocator, cuDNN autotune, lazy init).
         threads: torch CPU threads while timing (restored afterwards); 0 keeps the current
-            setting. On a shared, oversubscribed CPU one thread is far more stable: measured
-            here under load, 2 threads ran a ResNet-18 forward ~7x slower than 1 thread.
+            setting. On a shared, oversubscribed CPU one thread is far more stable: threads
+            that wait for a busy core stretch every timed forward pass.
     """
     import torch
 

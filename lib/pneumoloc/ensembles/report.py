@@ -163,7 +163,7 @@ def compare_systems(y: np.ndarray, groups: Sequence, systems: dict[str, np.ndarr
     :func:`~pneumoloc.evaluate.bootstrap.paired_bootstrap` (system - reference) with the same seed,
     hence the same patient resamples; computed here in one pass that evaluates all metrics
     of every system once per resample (one ``binary_metrics`` call where per-metric calls
-    make 3 per metric; 5x faster with 4 metrics, ``bench/bench_ensemble_bootstrap.py``).
+    make 3 per metric; ``bench/bench_ensemble_bootstrap.py`` prints the difference).
 
     Returns:
         One row per system: ``system``; for each metric ``<m>``, ``<m>_low``, ``<m>_high``

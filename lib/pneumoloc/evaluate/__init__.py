@@ -1,6 +1,7 @@
-"""Pure classification metrics on arrays: ROC/PR curves and operating points, the patient
-bootstrap, DeLong's test, calibration.
+"""Pure classification metrics on arrays: ROC/PR curves, operating points and metrics with
+CIs (classification), the patient bootstrap and percentile intervals (bootstrap), DeLong's
+test (delong), calibration (calibration).
 
-Imports only the root modules, so every later stage (training picks best.pt by its
-ROC-AUC; localize's intervals use its bootstrap) can use it.
+May import: data and the root modules. It sits before models so that training (best.pt by
+validation ROC-AUC) and localize (intervals by patient bootstrap) use the same functions.
 """

@@ -206,7 +206,7 @@ def evaluate_multilabel(pred: pd.DataFrame, findings: Sequence[str], n_boot: int
 
 
 def jsonable(obj):
-    """``obj`` with NaN/inf floats replaced by None (``storage.save_json`` refuses NaN, as JSON does)."""
+    """``obj`` with NaN/inf floats replaced by None (``pneumoloc.storage.save_json`` refuses NaN, as JSON does)."""
     if isinstance(obj, dict):
         return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

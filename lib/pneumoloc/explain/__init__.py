@@ -1,5 +1,6 @@
-"""Maps that explain a model: the model made explainable, CAM methods, captum attributions,
-the randomization sanity check, maps stored once per run.
+"""Maps that explain a model: the model made explainable (explainable), CAM methods (cams),
+captum attributions and head maps (attributions), the randomization sanity check (sanity),
+maps computed once per run and read by everything else (stored).
 
-Imports training, models, evaluate, data and the root modules.
+May import: training and every earlier stage.
 """

@@ -7,7 +7,7 @@ Every map method (the grad-cam package's CAMs here, captum's attributions in
     ex = prepare_model(model)                    # copy: eval, frozen, channels_last
     maps = explain(ex, x, "gradcam", target="pneumonia")   # [B, T, S, S] in [0, 1]
 
-Targets are explicit (STYLE.md rule 4, registry :data:`TARGETS`): ``"pneumonia"``
+Targets are explicit, never a silent argmax (registry :data:`TARGETS`): ``"pneumonia"``
 explains the pneumonia logit (a 1-logit model is ``BinaryClassifierOutputTarget(1)``,
 a 2-logit one ``ClassifierOutputTarget(positive_index)``); ``"predicted"`` explains
 the predicted class (a negative 1-logit prediction is explained with the sign
@@ -19,11 +19,11 @@ HiResCAM, LayerCAM): the parameters need no gradients, and the maps need only
 dScore/dA for the activation A of the target layer. A forward hook returns A as a
 fresh leaf tensor that requires grad, so autograd records only the part of the
 network after the target layer and ``torch.autograd.grad(score, A)`` costs a
-fraction of a forward pass (issue 5). The copy runs in channels_last memory format
-(oneDNN on CPU and cuDNN on GPU pick faster convolution kernels for it) and keeps the
-model's in-place activations, which the hook makes safe by handing the network a copy
-of A; together about 1.5x faster than a contiguous copy with in-place ops turned off
-(DenseNet-121, 224 px, this CPU). The maps equal the grad-cam package's, which
+fraction of a forward pass. The copy runs in channels_last memory format (oneDNN on CPU
+and cuDNN on GPU pick faster convolution kernels for it) and keeps the model's in-place
+activations, which the hook makes safe by handing the network a copy of A
+(``bench/bench_cams.py`` compares this path with the package's call on the model as trained).
+The maps equal the grad-cam package's, which
 :func:`library_cams` calls and the tests compare against.
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ def get_method(name: str) -> MapMethod:
     return METHODS.lookup(name)
 
 
-# --- targets (STYLE.md rule 4) --------------------------------------------------------
+# --- targets: what a map explains, chosen explicitly ------------------------------------
 @register_target("pneumonia")
 def _pneumonia(logits: torch.Tensor, positive_index: int):
     b = logits.shape[0]

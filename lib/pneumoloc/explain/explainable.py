@@ -2,8 +2,8 @@
 
 :func:`prepare_model` copies a classifier (eval mode, parameters frozen, channels_last) into
 an :class:`Explainable` that knows its target layer(s), the ViT token reshape and the
-positive logit. The map methods in :mod:`pneumoloc.explain.cams` and :mod:`pneumoloc.explain.attributions`
-take it; :mod:`pneumoloc.explain.cams` re-exports these names.
+positive logit. The map methods in :mod:`pneumoloc.explain.cams` and
+:mod:`pneumoloc.explain.attributions` take it.
 """
 from __future__ import annotations
 

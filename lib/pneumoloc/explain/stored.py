@@ -1,6 +1,6 @@
 """Heatmaps computed once per run, model and method, then read by everything else.
 
-Layout (shared contract, see the team brief)::
+Layout (the contract between notebook 03, which writes the maps, and everything that reads them)::
 
     run.maps/<model>/<method>.npz    maps float16 [N, M, M] (min-max per image, squashed
                                      S x S frame resized to M), image_ids unicode [N],

@@ -1,5 +1,7 @@
-"""How well maps localize: metrics (LAR, pointing game, energy, AUPRC), boxes from maps, the
-RSNA metric, thresholds, chance maps, lung-mask sources, notebook 04's report.
+"""How well maps localize: per-image metrics (metrics: LAR, pointing game, energy, IoU/Dice;
+auprc), the map array form (arrays), ground truth at map size (ground_truth), boxes from maps
+(boxes), the RSNA challenge metric (rsna), thresholds, chance maps (chance), lung-mask sources
+(lung_sources, lung_atlas), notebook 04's report and tables (report, tables).
 
-Imports explain and every earlier stage.
+May import: explain and every earlier stage.
 """

@@ -3,7 +3,7 @@
 Conventions (used by every function here and by notebook 04):
 
 * **Maps** are ``[N, M, M]`` arrays (numpy or torch) of non-negative *energy*, in the squashed
-  input frame (DESIGN.md: images squashed, not cropped, to S x S, then resized to M). Stored maps
+  input frame (docs/design.md: images squashed, not cropped, to S x S, then resized to M). Stored maps
   are min-max normalized per image to [0, 1] by the heatmap engine, and **no further
   normalization** is applied: the energy of a pixel is its stored value, so min-max has already
   removed the map's constant offset (a map's minimum pixel has zero energy).
@@ -23,8 +23,7 @@ Conventions (used by every function here and by notebook 04):
 
 Per-image AUPRC ("localization utility", Arun et al. 2020; the WILDCAT study) is the average
 precision of the map's pixel values as scores against the box mask as labels, exactly
-``sklearn.metrics.average_precision_score`` (computed by :mod:`pneumoloc.localize.auprc`, whose names
-are re-exported here).
+``sklearn.metrics.average_precision_score`` (computed by :mod:`pneumoloc.localize.auprc`).
 """
 from __future__ import annotations
 
@@ -115,8 +114,8 @@ def _weights(masks, n: int) -> np.ndarray:
 def _row_counts(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """Per-row number of True cells of bool ``[n, P]`` ``a`` (and ``b``), as int64.
 
-    Bit-packed (8 cells a byte) and popcounted: ~3x faster than ``(a & b).sum(1)``, which
-    casts every bool to int64 first.
+    Bit-packed (8 cells a byte) and popcounted, which reads an eighth of the memory of
+    ``(a & b).sum(1)`` and avoids its cast of every bool to int64.
     """
     if not hasattr(np, "bitwise_count"):  # numpy < 2.0
         return (a if b is None else a & b).sum(1)

@@ -114,7 +114,7 @@ def classifier_auc(run, model: str, split: str = "test") -> float:
 def failure_inputs(run, rows: pd.DataFrame, image_size: int = 256, lung_source: str = "auto",
                    **lung_options) -> tuple[list, list, list, list]:
     """Images (squashed to ``image_size``), maps, box masks and lung masks of ``rows`` (from
-    :func:`worst_localized`), as row-aligned lists for :func:`localization_plots.failure_gallery`."""
+    :func:`worst_localized`), as row-aligned lists for :func:`pneumoloc.plots.localization.failure_gallery`."""
     from ..data.cache import resize_square
     from ..data.tables import load_tables
     from .ground_truth import ground_truth

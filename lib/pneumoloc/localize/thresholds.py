@@ -108,7 +108,7 @@ def check_rules(rules) -> None:
 
 def binarize(maps, thresholds) -> np.ndarray:
     """Boolean masks ``map > t`` (``t`` scalar or per image)."""
-    m = as_maps(maps).astype(np.float32, copy=False)  # same comparison as localization.iou_dice
+    m = as_maps(maps).astype(np.float32, copy=False)  # same comparison as metrics.iou_dice
     t = np.broadcast_to(np.asarray(thresholds, np.float32), (len(m),))
     return m > t[:, None, None]
 

@@ -1,5 +1,6 @@
-"""Models: the backbone registry, backbones and the Classifier, heads, pretrained weights,
-checkpoints, model kinds, import of published checkpoints.
+"""Models: the backbone registry (specs), backbones and the Classifier (backbones), heads,
+pretrained weights (weights), checkpoints, the kinds that rebuild a model from its config
+(kinds), import of the paper's published checkpoints (paper).
 
-Imports data, evaluate and the root modules.
+May import: evaluate, phantom, data and the root modules.
 """

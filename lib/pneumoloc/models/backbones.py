@@ -1,7 +1,7 @@
 """Backbones by name, and the :class:`Classifier` every notebook trains and explains.
 
 The paper's seven (Shahi & Bagale 2025) are registered in :data:`BACKBONES` by
-short name (:mod:`pneumoloc.models.specs`; its names are re-exported here);
+short name (:mod:`pneumoloc.models.specs`);
 any other timm model works by its timm name, its spec derived from
 timm's ``feature_info``. Each spec knows its Grad-CAM target layer (a dotted path
 inside the :class:`Classifier`) and, for ViT, how to reshape tokens to a map, so

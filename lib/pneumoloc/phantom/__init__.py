@@ -1,5 +1,7 @@
-"""The generated default dataset: its parameters, the drawn anatomy, RSNA-placed lesions, the
-in-memory drawing and the writer.
+"""The generated default dataset: its parameters (config), the drawn body (anatomy),
+RSNA-placed consolidations (lesions), patients and images in memory (drawing), the files on
+disk (writer).
 
-Imports data and the root modules.
+May import: data and the root modules. The phantom's reader lives in data/readers and reads
+the files only, so data never imports phantom.
 """

@@ -16,8 +16,7 @@ once; every image of that patient is a copy shifted and scaled a little
 consolidations at real RSNA box positions (:func:`draw_opacities`).
 
 This module draws the body around the lungs; the lung shapes come from
-:mod:`pneumoloc.data.xrv_assets` and the lesions from :mod:`pneumoloc.phantom.lesions`
-(their public names are re-exported here, where callers have always found them).
+:mod:`pneumoloc.data.xrv_assets` and the lesions from :mod:`pneumoloc.phantom.lesions`.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The embedded default dataset: chest-radiograph-like images with exact lungs and lesion boxes.
 
 No real chest X-ray can be downloaded on a fresh machine, so the default run uses this
-generated dataset (DESIGN.md, "The embedded default"). It is realistic where it matters
+generated dataset (docs/design.md, "The embedded default"). It is realistic where it matters
 for localization research:
 
 * lung fields are the real v7labs lung masks shipped in ``torchxrayvision``, drawn with
@@ -19,8 +19,7 @@ masks and tables (``phantom.json`` also records provenance and timing).
 
 This module writes the dataset (PNGs, tables, ``phantom.json``; a process pool for
 large phantoms). The parameters live in :mod:`pneumoloc.phantom.config`, the in-memory
-drawing of patients and images in :mod:`pneumoloc.phantom.drawing`; their public names
-are re-exported here, where callers have always found them.
+drawing of patients and images in :mod:`pneumoloc.phantom.drawing`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Figures: save_figure and one module per notebook's figures, the gallery, the widget browser.
+"""Figures: save_figure (save) and one module per notebook's figures (audit, training,
+localization, ensembles), the gallery and the widget browser.
 
-Imports ensembles and every earlier stage; nothing imports plots.
+May import: ensembles and every earlier stage. Nothing but notebooks imports plots.
 """

@@ -1,4 +1,5 @@
-"""Runs: run specs, the runner that executes notebooks with papermill.
+"""Runs: run specs (spec), notebook parameters and their check (params), the runner that executes
+notebooks with papermill (runner).
 
-Imports every stage; only cli imports runs.
+May import: every stage. Only cli imports runs.
 """

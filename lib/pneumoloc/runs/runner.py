@@ -413,7 +413,7 @@ def run_spec(spec_path: str | Path, only: list[str] | None = None, start: str | 
         only, start: run part of the spec (see :func:`select_stages`).
         force: rerun stages even when their fingerprint is unchanged.
         run_dir, figures_dir: override ``papermill_runs/<name>`` and ``figures/<name>``.
-        overrides: parameters that win over the spec's (see :func:`runspec.load_spec`).
+        overrides: parameters that win over the spec's (see :func:`pneumoloc.runs.spec.load_spec`).
 
     Raises:
         RunFailed: a stage failed; the manifest and the executed notebook stay on disk.

@@ -1,5 +1,5 @@
-"""Training one backbone: the recipe (TrainConfig), batches from the cache, augmentation,
-losses and the loop.
+"""Training one backbone: the recipe (config: TrainConfig), batches from the cache (batches),
+augmentation and model input (transforms), losses, the loop (loop).
 
-Imports models, evaluate, data and the root modules.
+May import: models and every earlier stage.
 """
