@@ -151,3 +151,15 @@ def test_jsonable_replaces_nan_for_strict_json():
     from pneumoloc.evaluate.classification import jsonable
     out = jsonable({"a": float("nan"), "b": [np.float32(0.5), np.int64(3)], "c": {"d": float("inf")}})
     assert json.loads(json.dumps(out, allow_nan=False)) == {"a": None, "b": [0.5, 3], "c": {"d": None}}
+
+
+def test_scores_table_has_one_row_per_operating_point_or_finding():
+    import pandas as pd
+
+    from pneumoloc.evaluate.classification import CI_METRICS, scores_table
+
+    op = {k: 0.5 for k in ["threshold", *CI_METRICS]}
+    table = scores_table({"operating_points": {"0.5": op, "best_f1": {**op, "extra": 1}}})
+    assert list(table.index) == ["0.5", "best_f1"] and list(table.columns) == ["threshold", *CI_METRICS]
+    per = scores_table({"findings": {"Effusion": {"roc_auc": 0.7, "f1": 0.4}}})
+    assert isinstance(per, pd.DataFrame) and per.loc["Effusion", "roc_auc"] == 0.7

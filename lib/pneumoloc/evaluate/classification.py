@@ -25,7 +25,7 @@ from .bootstrap import bootstrap_ci
 __all__ = [
     "roc_curve", "roc_auc", "pr_curve", "average_precision", "confusion", "binary_metrics",
     "threshold_for_specificity", "best_f1_threshold", "operating_points", "metrics_with_ci",
-    "evaluate_binary", "evaluate_multilabel", "jsonable", "CI_METRICS",
+    "evaluate_binary", "evaluate_multilabel", "scores_table", "jsonable", "CI_METRICS",
 ]
 
 CI_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
@@ -203,6 +203,15 @@ def evaluate_multilabel(pred: pd.DataFrame, findings: Sequence[str], n_boot: int
     aucs = [v["roc_auc"] for v in per.values() if np.isfinite(v["roc_auc"])]
     return {"n_val": len(val), "n_test": len(test), "findings": per,
             "mean_roc_auc": float(np.mean(aucs)) if aucs else float("nan")}
+
+
+def scores_table(scores: dict) -> pd.DataFrame:
+    """One row per operating point (:func:`evaluate_binary`: threshold and :data:`CI_METRICS`)
+    or per finding (:func:`evaluate_multilabel`)."""
+    if "operating_points" in scores:
+        return pd.DataFrame({name: {k: op[k] for k in ["threshold", *CI_METRICS]}
+                             for name, op in scores["operating_points"].items()}).T
+    return pd.DataFrame(scores["findings"]).T
 
 
 def jsonable(obj):
