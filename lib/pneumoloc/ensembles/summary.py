@@ -19,8 +19,8 @@ from .combiners import best_single, fit_ensemble, member_auc
 from .efficiency import pareto_front
 from .report import PredictionSet, format_ci
 
-__all__ = ["Systems", "fit_systems", "systems", "predictions_table", "weights_table", "members_used", "efficiency_frontier",
-           "frontier_counts", "summary_table", "summary_latex", "COST_COLUMNS", "LOC_NAMES"]
+__all__ = ["Systems", "fit_systems", "systems", "predictions_table", "weights_table", "members_used",
+           "efficiency_frontier", "frontier_counts", "summary_table", "summary_latex", "COST_COLUMNS", "LOC_NAMES"]
 
 COST_COLUMNS = ["params", "latency_ms", "ms_per_image_batched"]
 # Localization metrics of the frontier and the summary, with their printed names.

@@ -51,7 +51,7 @@ class TrainConfig:
     max_train_images: int = 0  # 0 = all training images; else a seeded subset
     augment: bool = True  # the light policy of pneumoloc.training.transforms
     amp: bool = True  # float16 autocast, applied on CUDA only
-    channels_last: bool = True  # weights and batches in channels_last: faster CNN kernels (bench/bench_channels_last.py measures it)
+    channels_last: bool = True  # weights and batches in channels_last: faster CNN kernels (bench_channels_last)
     eval_batch_size: int = 64
 
     @classmethod
