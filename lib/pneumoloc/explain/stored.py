@@ -42,7 +42,8 @@ from ..models.outputs import TRAIN_STAGE, StaleArtifactError
 from ..storage import CorruptFileError, clean_stale_temps, json_text, load_arrays, save_arrays, sha256_of
 
 __all__ = ["MapSet", "map_file", "save_maps", "read_maps", "load_maps", "list_maps", "compute_maps",
-           "map_parameters", "resize_maps", "checkpoint_sha256", "model_input_size", "require_trained", "require_maps", "MAPS_STAGE"]
+           "map_parameters", "resize_maps", "checkpoint_sha256", "model_input_size", "require_trained",
+           "require_maps", "MAPS_STAGE"]
 
 MAPS_STAGE = "03_gradcam_gallery"  # the notebook that computes and stores the maps
 _META = "meta_json"  # array name of the metadata inside the .npz
