@@ -6,6 +6,7 @@ A spec names the notebooks to execute, in order, and their parameters::
     timeout: 1800              # seconds one notebook may take before it is stopped
     parameters:                # given to every notebook that declares them
       seed: 0
+    resources: {cpus_per_task: 4, mem_gb: 16}          # Slurm executor only (runs/resources.py)
     notebooks:
       - notebook: 01_data_audit_and_patient_split
         parameters: {dataset: phantom, data_root: data/phantom}
@@ -13,6 +14,7 @@ A spec names the notebooks to execute, in order, and their parameters::
         foreach: {backbone: [resnet18, mobilenet_v3]}   # one execution per value
         parameters: {epochs: 4}
         overrides: {mobilenet_v3: {epochs: 6}}          # per-value extras
+        resources: {gpus_per_node: 1}                   # updates the defaults above
 
 Unknown keys, unknown notebook parameters and values whose type differs from the
 notebook's default are errors naming the spec file, so a typo never silently runs
@@ -36,11 +38,12 @@ import yaml
 
 from ..environment import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_DIR, resolve
 from .params import Parameter, declared_parameters, type_error
+from .resources import check_resources, merge_resources
 
 __all__ = ["Stage", "RunSpec", "load_spec", "library_hash"]
 
-_SPEC_KEYS = {"name", "timeout", "parameters", "notebooks", "description"}
-_STAGE_KEYS = {"notebook", "parameters", "foreach", "overrides", "timeout"}
+_SPEC_KEYS = {"name", "timeout", "parameters", "notebooks", "description", "resources"}
+_STAGE_KEYS = {"notebook", "parameters", "foreach", "overrides", "timeout", "resources"}
 # Parameters the runner always sets; every notebook declares them.
 RUNNER_PARAMETERS = ("run_dir", "figures_dir")
 # Run names and foreach values become paths (papermill_runs/<name>/<stem>__<value>.ipynb):
@@ -58,6 +61,8 @@ class Stage:
     parameters: dict[str, Any]
     timeout: float
     fingerprint: str = ""
+    entry: int = 0  # index of its notebook entry: stages of one entry (a foreach) are independent
+    resources: dict[str, Any] = field(default_factory=dict)  # cluster resources, not in the fingerprint
 
 
 @dataclass
@@ -113,8 +118,20 @@ def library_hash() -> str:
     return h.hexdigest()
 
 
-def _expand(spec_path: Path, entry: dict, common: dict, default_timeout: float,
-            forced: dict | None = None) -> list[Stage]:
+def _expand(spec_path: Path, index: int, entry: dict, common: dict, default_timeout: float,
+            default_resources: dict, forced: dict | None = None) -> list[Stage]:
+    """The stages of notebook entry number ``index``: parameters, timeout and resources checked."""
+    stages = _expand_parameters(spec_path, entry, common, default_timeout, forced)
+    where = f"notebook entry {str(entry['notebook']).removesuffix('.ipynb')!r}: "
+    own = check_resources(spec_path, where, entry.get("resources"))
+    for stage in stages:
+        stage.entry = index
+        stage.resources = merge_resources(default_resources, own)
+    return stages
+
+
+def _expand_parameters(spec_path: Path, entry: dict, common: dict, default_timeout: float,
+                      forced: dict | None = None) -> list[Stage]:
     unknown = sorted(set(entry) - _STAGE_KEYS)
     if unknown:
         raise ValueError(f"{spec_path}: notebook entry {entry.get('notebook')!r} has unknown keys {unknown}; "
@@ -178,8 +195,9 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunS
     timeout = _check_timeout(path, "top-level", raw["timeout"]) if "timeout" in raw else 3600.0
     spec = RunSpec(name=name, path=path, timeout=timeout, raw=raw)
     common = dict(raw.get("parameters") or {})
-    for entry in raw["notebooks"]:
-        spec.stages.extend(_expand(path, entry, common, timeout, overrides))
+    resources = check_resources(path, "", raw.get("resources"))
+    for index, entry in enumerate(raw["notebooks"]):
+        spec.stages.extend(_expand(path, index, entry, common, timeout, resources, overrides))
     stray = sorted(set(overrides or {}) - {k for s in spec.stages for k in s.parameters})
     if stray:
         raise ValueError(f"{path}: overrides {stray} are declared by no notebook of this spec")

@@ -1,0 +1,63 @@
+"""Cluster resources in run specs: defaults at the top, overrides per notebook entry, checked."""
+from __future__ import annotations
+
+import pytest
+from notebook_factory import write_notebook
+
+from pneumoloc.runs import spec as runspec
+
+PARAMS = 'run_dir = "x"  # run\nfigures_dir = ""  # figures\nname = "a"  # a name\n'
+
+
+@pytest.fixture
+def nbdir(tmp_path, monkeypatch):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    monkeypatch.setattr(runspec, "NOTEBOOKS_DIR", d)
+    monkeypatch.setattr(runspec, "library_hash", lambda: "fixed")
+    write_notebook(d / "a_ok.ipynb", PARAMS, "x = 1")
+    write_notebook(d / "b_ok.ipynb", PARAMS, "x = 2")
+    return d
+
+
+def _spec(tmp_path, body: str):
+    p = tmp_path / "spec.yaml"
+    p.write_text(body)
+    return p
+
+
+def test_defaults_and_per_entry_overrides(tmp_path, nbdir):
+    s = runspec.load_spec(_spec(tmp_path, (
+        "name: t\nresources: {partition: gpu, cpus_per_task: 4, mem_gb: 16, timeout_min: 60}\nnotebooks:\n"
+        "  - notebook: a_ok\n"
+        "  - notebook: b_ok\n    foreach: {name: [p, q]}\n    resources: {gpus_per_node: 2, timeout_min: 600}\n")))
+    first, *trained = s.stages
+    assert first.resources == {"partition": "gpu", "cpus_per_task": 4, "mem_gb": 16, "timeout_min": 60}
+    assert [t.resources for t in trained] == [{"partition": "gpu", "cpus_per_task": 4, "mem_gb": 16,
+                                              "timeout_min": 600, "gpus_per_node": 2}] * 2
+    assert [st.entry for st in s.stages] == [0, 1, 1]
+
+
+def test_resources_do_not_change_fingerprints(tmp_path, nbdir):
+    plain = runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n"))
+    asked = runspec.load_spec(_spec(tmp_path, "name: t\nresources: {gpus_per_node: 8}\nnotebooks:\n  - notebook: a_ok\n"))
+    assert plain.stages[0].fingerprint == asked.stages[0].fingerprint
+
+
+@pytest.mark.parametrize("resources, message", [
+    ("{gpus: 1}", r"unknown keys \['gpus'\].*gpus_per_node"),
+    ("{gpus_per_node: -1}", r"gpus_per_node=-1 must be an integer >= 0"),
+    ("{cpus_per_task: 0}", r"cpus_per_task=0 must be an integer >= 1"),
+    ("{cpus_per_task: 2.5}", r"cpus_per_task=2.5 must be an integer"),
+    ("{mem_gb: '16G'}", r"mem_gb='16G' must be a number >= 0"),
+    ("{timeout_min: true}", r"timeout_min=True must be an integer >= 1"),
+    ("{partition: ''}", r"partition='' must be a non-empty string"),
+    ("[gpu]", r"must be a mapping"),
+])
+@pytest.mark.parametrize("where", ["top", "entry"])
+def test_bad_resources_name_the_spec_and_key(tmp_path, nbdir, resources, message, where):
+    body = (f"name: t\nresources: {resources}\nnotebooks:\n  - notebook: a_ok\n" if where == "top" else
+            f"name: t\nnotebooks:\n  - notebook: a_ok\n    resources: {resources}\n")
+    with pytest.raises(ValueError, match=r"spec\.yaml: " + ("notebook entry 'a_ok': " if where == "entry" else "")
+                       + r"resources\b.*" + message):
+        runspec.load_spec(_spec(tmp_path, body))
