@@ -14,7 +14,8 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from notebook_factory import write_notebook  # noqa: E402
 
 from pneumoloc.runs import spec as runspec  # noqa: E402
-from pneumoloc.runs.runner import RunFailed, first_error, run_spec, select_stages  # noqa: E402
+from pneumoloc.runs.runner import RunFailed, run_spec, select_stages  # noqa: E402
+from pneumoloc.runs.stage import first_error  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("runs")
 
@@ -257,7 +258,7 @@ def test_half_written_output_notebook_is_reexecuted(tmp_path, nbdir):
 
 def test_failure_with_a_half_written_notebook_is_reported(tmp_path, nbdir, monkeypatch):
     """papermill killed while writing: the stage fails with a message instead of the runner crashing."""
-    from pneumoloc.runs import runner as runs
+    from pneumoloc.runs import stage as runs
 
     s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: d_die\n")
     real_popen = subprocess.Popen
@@ -279,10 +280,10 @@ def test_failure_with_a_half_written_notebook_is_reported(tmp_path, nbdir, monke
 def test_stop_signals_are_recorded_not_raised_and_handlers_restored():
     import threading
 
-    from pneumoloc.runs.runner import _stop_signals
+    from pneumoloc.runs.stage import stop_signals
 
     before = signal.getsignal(signal.SIGTERM)
-    with _stop_signals() as stop:
+    with stop_signals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)  # a second signal while stopping changes nothing
         time.sleep(0.05)
@@ -292,7 +293,7 @@ def test_stop_signals_are_recorded_not_raised_and_handlers_restored():
 
     def in_thread():  # signal.signal() raises ValueError outside the main thread
         try:
-            with _stop_signals() as stop:
+            with stop_signals() as stop:
                 assert stop.signum is None
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)

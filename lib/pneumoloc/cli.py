@@ -1,7 +1,10 @@
 """The ``pneumoloc`` command: generate the phantom dataset and execute run specs.
 
     pneumoloc phantom --out data/phantom --n-images 2000 --size 256
-    pneumoloc run papermill_runs/demo.yaml [--only 02] [--from 03] [--force]
+    pneumoloc run papermill_runs/demo.yaml [--only 02] [--from 03] [--force] [--resume]
+    pneumoloc run papermill_runs/demo.yaml --executor local --workers 2   # a foreach entry at once
+    pneumoloc run papermill_runs/demo.yaml --executor slurm [--check]     # one Slurm job per stage
+    pneumoloc status demo                                                 # the run's manifest
 
 Phantom flags are derived from :class:`pneumoloc.phantom.writer.PhantomConfig`, so a new
 phantom parameter is a new flag without touching this file.
@@ -10,7 +13,7 @@ phantom parameter is a new flag without touching this file.
 or timed out, 2 for an invalid spec or option, 75 (``EX_TEMPFAIL`` of sysexits.h:
 try again later) when another run holds the run folder, and 128 + the signal
 number (130 for SIGINT, 143 for SIGTERM, the shell's convention) when stopped by
-a signal.
+a signal. ``pneumoloc status`` exits 0, or 2 when the run has no readable manifest.
 """
 from __future__ import annotations
 
@@ -74,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--figures-dir", help="override figures/<name>")
     run.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                      help="parameter for every notebook that declares it; VALUE is YAML (e.g. epochs=3)")
+    run.add_argument("--executor", default="inline", choices=_executor_names(),
+                     help="inline: one stage after another (default); local: a foreach entry's stages in "
+                          "parallel processes; slurm: one Slurm job per stage (job arrays for foreach), via submitit")
+    run.add_argument("--workers", type=int, default=1, help="stages run at once by --executor local (default 1)")
+    run.add_argument("--resume", action="store_true",
+                     help="rerun only what failed or never ran; failed training continues from its last.pt")
+    run.add_argument("--check", action="store_true",
+                     help="validate the spec, its resources and the options, print the stages, run nothing")
+
+    status = sub.add_parser("status", help="print a run's manifest: stages, states, Slurm jobs, nodes, logs")
+    status.add_argument("run", help="run name (papermill_runs/<name>), run folder, or its spec (.yaml)")
 
     phantom = sub.add_parser("phantom", help="generate the phantom chest X-ray dataset")
     phantom.add_argument("--out", default="data/phantom", help="output folder (default: data/phantom)")
@@ -83,8 +97,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _executor_names() -> list[str]:
+    from .runs.executors import EXECUTORS
+
+    return EXECUTORS.names()
+
+
+def _status(run: str) -> int:
+    """``pneumoloc status RUN``: the manifest as a table."""
+    from pathlib import Path
+
+    from .environment import RUNS_DIR, resolve
+    from .runs.manifest import ManifestStore, describe
+
+    given = resolve(run) if ("/" in run or run.endswith((".yaml", ".yml"))) else RUNS_DIR / run
+    folder = given.with_suffix("") if given.suffix in (".yaml", ".yml") else Path(given)
+    try:
+        print(describe(ManifestStore(folder / "manifest.json").read()))
+    except (OSError, ValueError) as e:
+        print(f"pneumoloc status: no manifest readable in {folder} ({e}); "
+              "give a run name, a run folder or its spec", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``pneumoloc run SPEC --check``: validate and print the plan."""
+    from .runs.runner import check_run
+
+    try:
+        print(check_run(args.spec, executor=args.executor, workers=args.workers,
+                        overrides=_parse_sets(args.overrides)))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"pneumoloc run: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "status":
+        return _status(args.run)
+    if args.command == "run" and args.check:
+        return _check(args)
     if args.command == "run":
         from .runs import runner as runs
         from .runs.lock import RunLocked
@@ -92,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             manifest = runs.run_spec(args.spec, only=args.only, start=args.start, force=args.force,
                                      run_dir=args.run_dir, figures_dir=args.figures_dir,
-                                     overrides=_parse_sets(args.overrides))
+                                     overrides=_parse_sets(args.overrides), executor=args.executor,
+                                     workers=args.workers, resume=args.resume)
         except runs.RunInterrupted as e:
             print(f"pneumoloc run: {e}", file=sys.stderr)
             return 128 + e.signum
