@@ -3,7 +3,10 @@
 A batch is a fancy index into the cache's memory map, converted and augmented as
 one tensor (:mod:`pneumoloc.training.transforms`), so an epoch costs model compute, not
 decoding. The training order of an epoch is a function of ``(seed, epoch)`` only,
-which is what makes a resumed run identical to an uninterrupted one.
+which is what makes a resumed run identical to an uninterrupted one. With N ranks
+every rank draws the same epoch order and takes a strided shard of each global batch
+(:func:`rank_positions`), and each image is augmented from its own key (seed, epoch,
+position in the epoch: :func:`sample_keys`), so N ranks see the batches of one process.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import torch
 from .config import SAMPLERS, TrainConfig
 from .transforms import AugmentConfig, augment_batch, normalize, to_unit
 
-__all__ = ["TrainData", "prepare_data", "epoch_order", "make_batch", "predict", "predictions_table"]
+__all__ = ["TrainData", "prepare_data", "epoch_order", "rank_positions", "sample_keys", "make_batch", "predict",
+           "predictions_table"]
 
 
 @dataclass
@@ -39,6 +43,21 @@ class TrainData:
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.table["split"].to_numpy() == split)
+
+    def __getstate__(self) -> dict:
+        # a cached memmap travels to other processes (training ranks) by file name, not by value
+        state = dict(self.__dict__)
+        img = self.images
+        if isinstance(img, np.memmap) and img.filename and img.base is not None:
+            state["images"] = ("memmap", img.filename, img.dtype.str, img.shape, img.offset)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        img = state["images"]
+        if isinstance(img, tuple) and img[0] == "memmap":
+            _, name, dtype, shape, offset = img
+            state["images"] = np.memmap(name, dtype=np.dtype(dtype), mode="r", shape=shape, offset=offset)
+        self.__dict__.update(state)
 
 
 def prepare_data(images: pd.DataFrame, cfg: TrainConfig, findings: list[str] | tuple = (),
@@ -76,13 +95,38 @@ def epoch_order(data: TrainData, cfg: TrainConfig, epoch: int) -> np.ndarray:
     return idx[order]
 
 
+def rank_positions(n: int, batch_size: int, rank: int = 0, world: int = 1):
+    """Positions in an epoch of ``n`` draws that ``rank`` trains on, one array per step.
+
+    Step k's global batch is positions ``[k B, (k + 1) B)``; a rank takes every ``world``-th of
+    them starting at ``rank`` (DistributedSampler's strided split, applied per global batch), so
+    the ranks' shards of a step make up exactly the batch one process would take. A tail too
+    small to give every rank an image (or BatchNorm two) is dropped, as one process drops a
+    tail of one image.
+    """
+    for start in range(0, n, batch_size):
+        if min(batch_size, n - start) >= max(2, world):
+            yield np.arange(start + rank, min(start + batch_size, n), world)
+
+
+def sample_keys(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+    """Augmentation key of each position of an epoch: a function of (seed, epoch, position) only."""
+    base = np.uint64((seed * 1_000_003 + epoch) % 2 ** 31) << np.uint64(32)
+    return base | np.asarray(positions).astype(np.uint64)
+
+
 def make_batch(data: TrainData, rows: np.ndarray, device, augment: AugmentConfig | None,
-               generator: torch.Generator | None, channels_last: bool = False):
-    """Gather cached rows, augment them as one batch on ``device``, normalize; returns ``(x, y)``."""
-    srt = np.sort(rows)  # memmap reads in file order; the batch order does not matter to the loss
+               generator: torch.Generator | None, channels_last: bool = False, keys: np.ndarray | None = None):
+    """Gather cached rows, augment them as one batch on ``device``, normalize; returns ``(x, y)``.
+
+    ``keys`` (one per row, :func:`sample_keys`) fix each image's augmentation; without them the
+    keys are drawn from ``generator``.
+    """
+    perm = np.argsort(rows, kind="stable")  # memmap reads in file order; batch order does not matter to the loss
+    srt = rows[perm]
     x = to_unit(np.asarray(data.images[srt])).to(device, non_blocking=True)
     if augment is not None:
-        x = augment_batch(x, augment, generator)
+        x = augment_batch(x, augment, generator, keys=None if keys is None else np.asarray(keys)[perm])
     x = normalize(x)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

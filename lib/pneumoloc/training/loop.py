@@ -9,7 +9,8 @@ index into a memory map, converted and augmented as one tensor
 (:mod:`pneumoloc.training.transforms`), so an epoch costs model compute, not decoding.
 
 Reproducibility: every random draw of an epoch (sampling order, augmentation,
-dropout) is seeded from ``(seed, epoch)`` alone, and ``last.pt`` stores model,
+dropout) is seeded from ``(seed, epoch)`` alone (augmentation per image, from its
+position in the epoch; dropout per rank), and ``last.pt`` stores model,
 optimizer, scheduler and early-stopping state after each finished epoch. Hence
 the same seed gives the same metrics twice, and ``resume=True`` after an
 interruption ends with exactly the metrics of an uninterrupted run (on the CPU;
@@ -22,6 +23,18 @@ then ``best.pt`` (when the epoch improved), then ``history.csv``, each atomicall
 of the latest finished epoch; it records the best epoch, so a resume killed after
 ``last.pt`` and before ``best.pt`` rewrites ``best.pt`` from ``last.pt`` (whose weights
 are then the best ones), and it rewrites ``history.csv`` from the recorded history.
+
+Preemption (SIGTERM / SIGUSR1 of a scheduler, a requeued Slurm job): nothing
+needs to be caught here. A job stopped at any instant leaves ``last.pt`` of its
+latest finished epoch, and the requeued job calling :func:`train` with
+``resume=True`` ends with the metrics of an uninterrupted run.
+
+Several ranks (:mod:`pneumoloc.training.distributed`): :func:`train` runs on every
+rank with a :class:`SingleProcess`-like ``ranks`` object that wraps the model
+(DistributedDataParallel), sums across ranks and synchronises; every rank trains on
+its shard of each global batch and validates on the whole validation split (the
+same weights give the same scores, so every rank takes the same early-stopping and
+learning-rate decisions), and only rank 0 writes files.
 
 Model selection follows the MIMIC-CXR study and Shahi & Bagale: the best epoch by
 validation ROC-AUC (mean over findings for multi-label) is kept as ``best.pt``,
@@ -41,12 +54,12 @@ import pandas as pd
 import torch
 
 from ..evaluate.classification import roc_auc
-from .batches import TrainData, epoch_order, make_batch, predict
+from .batches import TrainData, epoch_order, make_batch, predict, rank_positions, sample_keys
 from .config import OPTIMIZERS, SCHEDULERS, TrainConfig
 from .losses import build_loss
 from .transforms import AugmentConfig
 
-__all__ = ["TrainResult", "train", "train_epoch"]
+__all__ = ["TrainResult", "SingleProcess", "train", "train_epoch"]
 
 # -- the loop --------------------------------------------------------------------------
 @dataclass
@@ -61,9 +74,36 @@ class TrainResult:
     device: str
 
 
-def _seed_all(cfg: TrainConfig, epoch: int) -> torch.Generator:
-    torch.manual_seed(cfg.seed * 1_000_003 + epoch + 7)  # dropout and other global draws
-    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 13)  # augmentation
+class SingleProcess:
+    """The ranks of a one-process run: rank 0 of 1, the model as it is, sums of one term."""
+
+    rank, world = 0, 1
+
+    @property
+    def writes(self) -> bool:
+        """Whether this rank writes the run's files (rank 0 only)."""
+        return self.rank == 0
+
+    def device(self, cfg: TrainConfig) -> torch.device:
+        from ..environment import pick_device
+
+        return pick_device(cfg.device)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module that trains (DistributedDataParallel on several ranks)."""
+        return model
+
+    def sum(self, value: float) -> float:
+        """``value`` summed over the ranks."""
+        return value
+
+    def barrier(self) -> None:
+        """Wait for every rank (rank 0's files are then on disk)."""
+
+
+def _seed_dropout(cfg: TrainConfig, epoch: int, rank: int) -> None:
+    # dropout and other global draws; each rank draws its own masks (one process: rank 0)
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch + 7 + 7919 * rank)
 
 
 def _score(y: np.ndarray, p: np.ndarray) -> float:
@@ -77,20 +117,31 @@ def _score(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
-def train_epoch(model, data, cfg, epoch, loss_fn, opt, sched, scaler, device, progress=True) -> tuple[float, int]:
-    """One training epoch (loader, augmentation, step, NaN check, progress); returns mean loss and images seen."""
+def train_epoch(model, data, cfg, epoch, loss_fn, opt, sched, scaler, device, progress=True,
+                ranks: SingleProcess | None = None) -> tuple[float, int]:
+    """One training epoch (loader, augmentation, step, NaN check, progress); returns mean loss and images seen.
+
+    On several ranks each rank trains on its shard of every global batch of ``cfg.batch_size``;
+    its loss is weighted by its share of the batch's labelled targets times the number of
+    ranks, so the gradients DistributedDataParallel averages are those of the global batch's
+    loss, and the returned loss is the global one.
+    """
     from tqdm.auto import tqdm
 
+    ranks = ranks or SingleProcess()
     model.train()
-    gen = _seed_all(cfg, epoch)
+    _seed_dropout(cfg, epoch, ranks.rank)
     order = epoch_order(data, cfg, epoch)
-    starts = [s for s in range(0, len(order), cfg.batch_size) if len(order) - s >= 2]  # BatchNorm needs 2
+    keys = sample_keys(cfg.seed, epoch, np.arange(len(order)))
+    labelled = (~np.isnan(data.targets)).sum(axis=1)
+    steps = list(rank_positions(len(order), cfg.batch_size, ranks.rank, ranks.world))
     cuda = device.type == "cuda"
     aug = AugmentConfig() if cfg.augment else None
     total, seen = 0.0, 0
-    bar = tqdm(starts, desc=f"{cfg.backbone} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
-    for b, s in enumerate(bar):
-        x, y = make_batch(data, order[s:s + cfg.batch_size], device, aug, gen, channels_last=cfg.channels_last)
+    bar = tqdm(steps, desc=f"{cfg.backbone} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+    for b, pos in enumerate(bar):
+        batch = order[pos[0] - ranks.rank:pos[0] - ranks.rank + cfg.batch_size]  # the global batch
+        x, y = make_batch(data, order[pos], device, aug, None, channels_last=cfg.channels_last, keys=keys[pos])
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=cuda and cfg.amp):
             loss = loss_fn(model(x).float(), y)
         value = float(loss.detach())
@@ -99,15 +150,16 @@ def train_epoch(model, data, cfg, epoch, loss_fn, opt, sched, scaler, device, pr
                 f"{cfg.backbone}: the training loss is {value} at epoch {epoch + 1}, batch {b + 1}; "
                 f"training stopped. Lower lr (now {cfg.lr}), check the inputs, or use loss='bce'. "
                 "Checkpoints of finished epochs are kept.")
+        share = float(labelled[order[pos]].sum() / max(labelled[batch].sum(), 1)) if ranks.world > 1 else 1.0
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss * (share * ranks.world) if ranks.world > 1 else loss).backward()
         scaler.step(opt)
         scaler.update()
         if cfg.scheduler == "cosine":
             sched.step()
-        total, seen = total + value * len(y), seen + len(y)
+        total, seen = total + value * share * len(batch), seen + len(batch)
         bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
-    return total / max(seen, 1), seen
+    return ranks.sum(total) / max(seen, 1), seen
 
 
 def _checkpoint(path: Path, model, cfg: TrainConfig, state: dict, opt=None, sched=None, scaler=None) -> None:
@@ -172,7 +224,8 @@ def _repair_after_resume(out_dir: Path, model, cfg: TrainConfig, state: dict) ->
 
 
 def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, progress: bool = True,
-          on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
+          on_epoch_end: Callable[[int, dict], None] | None = None,
+          ranks: SingleProcess | None = None) -> TrainResult:
     """Train, validate each epoch, keep ``best.pt`` and ``last.pt`` and ``history.csv`` in ``out_dir``.
 
     Args:
@@ -182,15 +235,19 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
         resume: continue from the last good checkpoint in ``out_dir`` (same config required).
         progress: tqdm bars.
         on_epoch_end: called as ``f(epoch, history_row)`` after the epoch's checkpoints are written.
+        ranks: this process's place among several (:mod:`pneumoloc.training.distributed`);
+            default one process.
     """
     from ..models.backbones import build_model
     from ..models.checkpoints import latest_good_checkpoint, load_checkpoint
-    from ..environment import pick_device
     from ..storage import clean_stale_temps
 
+    ranks = ranks or SingleProcess()
     out_dir = Path(out_dir)
-    clean_stale_temps(out_dir)  # temp files of a killed run
-    device = pick_device(cfg.device)
+    if ranks.writes:
+        clean_stale_temps(out_dir)  # temp files of a killed run
+    ranks.barrier()
+    device = ranks.device(cfg)
     train_rows, val_rows = data.indices("train"), data.indices("val")
     if len(train_rows) < 2 or len(val_rows) < 1:
         raise ValueError(f"need >= 2 train and >= 1 val images, got {len(train_rows)} and {len(val_rows)}")
@@ -200,10 +257,11 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
                         image_size=cfg.image_size, **cfg.head_options).to(device)
     if cfg.channels_last:  # measured per backbone in the TrainConfig comment; ViT is unaffected
         model = model.to(memory_format=torch.channels_last)
+    net = ranks.wrap(model)  # trains; `model` (the same weights) predicts and is saved
     loss_fn = build_loss(cfg.loss, targets=data.targets[train_rows], gamma=cfg.focal_gamma,
                          alpha=cfg.focal_alpha, num_outputs=len(data.outputs)).to(device)
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
-    steps = max(1, sum(1 for s in range(0, len(train_rows), cfg.batch_size) if len(train_rows) - s >= 2))
+    steps = max(1, sum(1 for _ in rank_positions(len(train_rows), cfg.batch_size, 0, ranks.world)))
     sched = SCHEDULERS[cfg.scheduler](opt, cfg, steps)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp)
     state = {"epoch": -1, "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": [],
@@ -226,14 +284,15 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
             warnings.warn(f"resuming from {last.name} without optimizer state (last.pt failed its check); "
                           "the result will differ from an uninterrupted run")
         state = ck["train_state"]
-        _repair_after_resume(out_dir, model, cfg, state)
-        if state["epoch"] + 1 < cfg.epochs and state["stopped"] == "":
+        if ranks.writes:
+            _repair_after_resume(out_dir, model, cfg, state)
+        if state["epoch"] + 1 < cfg.epochs and state["stopped"] == "" and ranks.writes:
             print(f"resuming {cfg.backbone} after epoch {state['epoch'] + 1} from {last}")
     y_val = data.targets[val_rows]
     ran = 0
     for epoch in range(state["epoch"] + 1, cfg.epochs if not state["stopped"] else 0):
         t0 = time.perf_counter()
-        train_loss, seen = train_epoch(model, data, cfg, epoch, loss_fn, opt, sched, scaler, device, progress)
+        train_loss, seen = train_epoch(net, data, cfg, epoch, loss_fn, opt, sched, scaler, device, progress, ranks)
         seconds = time.perf_counter() - t0
         p_val, val_loss = predict(model, data, val_rows, cfg.eval_batch_size, device, loss_fn)
         score = _score(y_val, p_val)
@@ -248,13 +307,15 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
             state.update(best_score=monitored, best_epoch=epoch + 1)
         if state["bad_epochs"] >= cfg.patience:
             state["stopped"] = "early_stopping"
-        _save_epoch(out_dir, model, cfg, state, improved, opt, sched, scaler)
+        if ranks.writes:
+            _save_epoch(out_dir, model, cfg, state, improved, opt, sched, scaler)
         ran += 1
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and ranks.writes:
             on_epoch_end(epoch, row)
         if state["stopped"]:
             break
     stopped = state["stopped"] or ("completed" if ran or last is None else "already_finished")
+    ranks.barrier()  # rank 0 has written best.pt
     model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model_state"])
     model.eval()
     return TrainResult(model=model, history=pd.DataFrame(state["history"]), best_epoch=state["best_epoch"],

@@ -10,9 +10,12 @@ rotation, shift/scale, brightness/contrast, gamma, Gaussian noise, Gaussian blur
 and coarse dropout (cutout). Unlike the paper's per-image albumentations pipeline,
 every operation here acts on the whole batch at once (one ``affine_grid`` /
 ``grid_sample`` call for the geometry, one grouped convolution for the blur), with
-per-image parameters drawn from an explicit ``torch.Generator`` so an epoch's
-augmentation is a function of (seed, epoch) only and a resumed run sees exactly
-the same images as an uninterrupted one.
+per-image parameters drawn from a per-image integer *key*: each image's random
+numbers come from a counter-based generator (SplitMix64, Steele, Lea & Flood,
+OOPSLA 2014) keyed by it, so an image's augmentation is a function of its key
+alone, whatever batch or rank it lands in. Training keys an image by (seed, epoch,
+position in the epoch), so a resumed run sees exactly the same images as an
+uninterrupted one, and N ranks holding shards of a batch augment it as one process.
 
 Horizontal flips are OFF by default: a chest radiograph is not left-right
 symmetric (the heart lies on the patient's left, the right hemidiaphragm sits
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MEAN", "STD", "to_unit", "normalize", "to_input", "AugmentConfig", "augment_batch"]
+__all__ = ["MEAN", "STD", "to_unit", "normalize", "to_input", "AugmentConfig", "augment_batch", "uniforms"]
 
 MEAN = 0.5  # (x/255 - MEAN) / STD maps a typical radiograph to roughly zero mean, unit spread
 STD = 0.25
@@ -87,20 +90,50 @@ class AugmentConfig:
         return asdict(self)
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=g) * (high - low) + low
+_DRAWS = 32  # uniform numbers per image: the policy uses 17 (one column per draw below)
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
-def _fires(n: int, p: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=g) < p
+def uniforms(keys: np.ndarray, n: int = _DRAWS) -> torch.Tensor:
+    """``[B, n]`` float32 uniforms in [0, 1), row b a function of ``keys[b]`` alone (SplitMix64)."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps modulo 2**64 by design
+        z = np.asarray(keys).astype(np.uint64)[:, None] * _GOLDEN + np.arange(1, n + 1, dtype=np.uint64) * _MIX1
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+    return torch.from_numpy((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24))  # exact in float32
 
 
-def _affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+class _Draws:
+    """Hands out the per-image uniforms column by column, in the fixed order of the operations."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys, self.u, self.col = np.asarray(keys), uniforms(keys), 0
+
+    def next(self) -> torch.Tensor:
+        self.col += 1
+        return self.u[:, self.col - 1]
+
+    def noise(self, rows: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """Standard normal noise images for ``rows``, each from its own key's generator."""
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(k) ^ 0x5DEECE66D))
+                            for k in self.keys[rows.cpu().numpy()].astype(np.uint64) % np.uint64(2 ** 63)])
+
+
+def _uniform(n: int, low: float, high: float, g: _Draws) -> torch.Tensor:
+    return g.next() * (high - low) + low
+
+
+def _fires(n: int, p: float, g: _Draws) -> torch.Tensor:
+    return g.next() < p
+
+
+def _affine(x: torch.Tensor, cfg: AugmentConfig, g: _Draws) -> torch.Tensor:
     b = x.shape[0]
     on = _fires(b, cfg.p_affine, g)
     angle = torch.deg2rad(_uniform(b, -cfg.rotate_deg, cfg.rotate_deg, g))
     zoom = 1 + _uniform(b, -cfg.scale, cfg.scale, g)
-    shift = _uniform(2 * b, -cfg.shift, cfg.shift, g).view(b, 2) * 2  # normalized grid units span 2
+    shift = torch.stack([_uniform(b, -cfg.shift, cfg.shift, g), _uniform(b, -cfg.shift, cfg.shift, g)], 1) * 2  # grid units span 2
     flip = torch.where(_fires(b, cfg.hflip, g), -1.0, 1.0)
     idx = torch.nonzero(on | (flip < 0)).flatten()
     if idx.numel() == 0:
@@ -122,7 +155,7 @@ def _where(on: torch.Tensor, device) -> torch.Tensor:
     return torch.nonzero(on).flatten().to(device)
 
 
-def _intensity(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+def _intensity(x: torch.Tensor, cfg: AugmentConfig, g: _Draws) -> torch.Tensor:
     b, dev = x.shape[0], x.device
     on_color, gain = _fires(b, cfg.p_color, g), 1 + _uniform(b, -cfg.contrast, cfg.contrast, g)
     offset = _uniform(b, -cfg.brightness, cfg.brightness, g)
@@ -140,12 +173,12 @@ def _intensity(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch
         x[i] = x[i].pow(gamma[on_gamma].to(dev).view(-1, 1, 1, 1))
     i = _where(on_noise, dev)
     if i.numel():
-        noise = torch.randn((i.numel(), *x.shape[1:]), generator=g).to(dev) * cfg.noise_std
+        noise = g.noise(i, tuple(x.shape[1:])).to(dev) * cfg.noise_std
         x[i] = (x[i] + noise).clamp_(0, 1)
     return x
 
 
-def _blur(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+def _blur(x: torch.Tensor, cfg: AugmentConfig, g: _Draws) -> torch.Tensor:
     b, _, h, w = x.shape
     on = _fires(b, cfg.p_blur, g)
     sigma = _uniform(b, 0.1, 1.0, g) * cfg.blur_sigma * (h / 224)
@@ -153,7 +186,8 @@ def _blur(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tens
     if i.numel() == 0 or cfg.blur_sigma <= 0:
         return x
     sigma = sigma[on]
-    radius = max(1, math.ceil(2 * float(sigma.max())))
+    # the radius of the largest sigma the policy can draw, so an image's blur ignores its batch
+    radius = max(1, math.ceil(2 * cfg.blur_sigma * (h / 224)))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-0.5 * (t[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
     k = (k / k.sum(1, keepdim=True)).to(x.device, x.dtype)
@@ -173,10 +207,10 @@ def _taps(padded: torch.Tensor, k: torch.Tensor, n: int, dim: int) -> torch.Tens
     return out
 
 
-def _cutout(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+def _cutout(x: torch.Tensor, cfg: AugmentConfig, g: _Draws) -> torch.Tensor:
     b, _, h, w = x.shape
     on = _fires(b, cfg.p_cutout, g)
-    cy, cx = torch.rand(b, generator=g) * h, torch.rand(b, generator=g) * w
+    cy, cx = g.next() * h, g.next() * w
     half_h, half_w = cfg.cutout * h / 2, cfg.cutout * w / 2
     for j in torch.nonzero(on).flatten().tolist():  # a slice per chosen image: cheaper than a full mask
         y0, y1 = math.floor(cy[j] - half_h) + 1, math.ceil(cy[j] + half_h)
@@ -186,20 +220,27 @@ def _cutout(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
 
 
 def augment_batch(x01: torch.Tensor, cfg: AugmentConfig | None = None,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, keys: np.ndarray | None = None) -> torch.Tensor:
     """Augment a batch of [0, 1] images ``[B,1,S,S]`` (any device) with per-image random parameters.
 
     Args:
         x01: images in [0, 1] (e.g. :func:`to_unit` of the cached uint8 batch).
         cfg: the policy; defaults to :class:`AugmentConfig`.
-        generator: a CPU ``torch.Generator``; all randomness is drawn from it on the
-            CPU, so the result is the same on every device for a given seed.
+        generator: a CPU ``torch.Generator`` drawing one key per image when ``keys`` is not given.
+        keys: integer key per image (e.g. :func:`pneumoloc.training.distributed.sample_keys`); an
+            image's augmentation depends on its key only. All randomness is drawn on the CPU, so
+            the result is the same on every device.
 
     Returns:
         Augmented images in [0, 1], same shape and device.
     """
     cfg = cfg or AugmentConfig()
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    if keys is None:
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        keys = torch.randint(0, 2 ** 62, (x01.shape[0],), generator=gen).numpy()
+    if len(keys) != x01.shape[0]:
+        raise ValueError(f"augment_batch: {len(keys)} keys for {x01.shape[0]} images; give one key per image")
+    g = _Draws(keys)
     x = _affine(x01.clone(), cfg, g)  # the operations below write into this copy
     x = _intensity(x, cfg, g)
     x = _blur(x, cfg, g)

@@ -1,0 +1,175 @@
+"""Training on several ranks (gloo on the CPU): shards, per-sample augmentation, one process vs two.
+
+Tolerance of the loss curves (one process vs two ranks of half the batch). Both runs see the same
+global batches, the same per-image augmentation and BatchNorm statistics over the global batch, so
+they differ only in the order of float32 sums: the loss mean and the BatchNorm moments over B images
+become two partial sums added, and each weight gradient (a sum over the B x H x W positions of a
+layer) becomes two partial sums added by the all-reduce. With u = 2**-24 and n terms, a reordered
+sum moves by gamma~(n) = exp(lam sqrt(n) u) - 1 relative to the sum of |terms| (Higham & Mary 2019,
+Thm 3.1, lam = 8, as in tests/tolerances.py). An Adam step turns a relative gradient error e into a
+relative update error of at most about 2e (its update m / sqrt(v) is homogeneous of degree 0 in the
+gradients: e in m, e/2 in sqrt(v)); to first order the loss moves with the weights, and over T
+steps the errors add up at most linearly: ``2 T gamma~(n_max)``, n_max the longest reduction (the
+stem convolution's weight gradient, B x 16 x 16 positions at 32 px). With T = 4, B = 8: 1.7e-4.
+The first-order model assumes gradient sums that do not cancel badly; on this run the measured gap
+is ~1e-7, while a real mismatch (each rank normalising its shard with its own BatchNorm statistics)
+moves the curve by 2-4e-2 (test_local_batchnorm_changes_the_curve).
+"""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pneumoloc.training.batches import prepare_data, rank_positions, sample_keys
+from pneumoloc.training.config import TrainConfig
+from pneumoloc.training.distributed import DistributedTrainingError, rendezvous
+from pneumoloc.training.transforms import AugmentConfig, augment_batch, to_unit
+
+U = 2.0 ** -24
+LAMBDA = 8.0
+# timm's test ResNet has BatchNorm in every block and no dropout: the BatchNorm choice shows in the curves
+TINY = dict(backbone="test_resnet", image_size=32, epochs=2, batch_size=8, eval_batch_size=8,
+            sampler="weighted", scheduler="cosine", lr=3e-3, device="cpu", channels_last=False)
+
+
+def loss_tolerance(steps: int, n_max: int) -> float:
+    """Relative bound on the loss difference of two reduction orders after ``steps`` (module docstring)."""
+    return 2 * steps * math.expm1(LAMBDA * math.sqrt(n_max) * U)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """20 images (16 train, 4 val); positives carry a bright square, a third of them only."""
+    folder = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(20):
+        lab = int(i % 3 == 0)
+        img = rng.normal(100, 20, (36, 36))
+        if lab:
+            img[6:20, 8:22] += 80
+        path = folder / f"{i}.png"
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path)
+        rows.append({"image_id": f"im{i}", "patient_id": f"p{i}", "path": str(path), "label": lab,
+                     "width": 36, "height": 36, "split": "train" if i < 16 else "val"})
+    return pd.DataFrame(rows), folder / "cache"
+
+
+def _data(images, **over):
+    df, cache = images
+    cfg = TrainConfig.from_dict({**TINY, **over})
+    return cfg, prepare_data(df, cfg, cache_dir=cache, progress=False)
+
+
+# -- pure pieces: shards and per-sample augmentation ----------------------------------------
+@pytest.mark.parametrize("n, batch, world", [(16, 8, 2), (17, 6, 3), (5, 4, 2)])
+def test_rank_shards_make_up_the_global_batches(n, batch, world):
+    per_rank = [list(rank_positions(n, batch, r, world)) for r in range(world)]
+    assert len({len(p) for p in per_rank}) == 1  # every rank takes the same number of steps
+    for step in range(len(per_rank[0])):
+        got = np.sort(np.concatenate([per_rank[r][step] for r in range(world)]))
+        start = step * batch
+        np.testing.assert_array_equal(got, np.arange(start, min(start + batch, n)))
+    assert all(len(per_rank[r][-1]) >= 1 for r in range(world))
+
+
+def test_augmentation_of_an_image_depends_on_its_key_not_on_its_batch():
+    x = to_unit(np.random.default_rng(0).integers(0, 256, (6, 32, 32), dtype=np.uint8))
+    keys = sample_keys(seed=0, epoch=3, positions=np.arange(6))
+    whole = augment_batch(x, AugmentConfig(p_blur=1.0, p_noise=1.0), keys=keys)
+    halves = torch.cat([augment_batch(x[0::2], AugmentConfig(p_blur=1.0, p_noise=1.0), keys=keys[0::2]),
+                        augment_batch(x[1::2], AugmentConfig(p_blur=1.0, p_noise=1.0), keys=keys[1::2])])
+    torch.testing.assert_close(halves, whole[[0, 2, 4, 1, 3, 5]], rtol=0, atol=1e-6)
+    other = augment_batch(x, AugmentConfig(), keys=sample_keys(seed=0, epoch=4, positions=np.arange(6)))
+    assert not torch.equal(other, augment_batch(x, AugmentConfig(), keys=keys))
+
+
+def test_rendezvous_reads_torchrun_and_slurm_variables():
+    assert rendezvous(1, {}) == ("127.0.0.1", None, 0)
+    assert rendezvous(2, {"MASTER_ADDR": "n1", "MASTER_PORT": "29500", "NODE_RANK": "1"}) == ("n1", 29500, 1)
+    assert rendezvous(2, {"MASTER_ADDR": "n1", "MASTER_PORT": "29500", "SLURM_NODEID": "1"}) == ("n1", 29500, 1)
+    with pytest.raises(ValueError, match="nodes=2.*MASTER_ADDR"):
+        rendezvous(2, {})
+
+
+# -- one process vs two ranks ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def curves(images, tmp_path_factory):
+    from pneumoloc.training.distributed import train_on_devices
+
+    root = tmp_path_factory.mktemp("ddp")
+    cfg, data = _data(images)
+    one = train_on_devices(cfg, data, root / "one", devices=1, progress=False)
+    two_cfg, _ = _data(images, batch_size=8)  # the same global batch: 4 images per rank
+    two = train_on_devices(two_cfg, data, root / "two", devices=2, progress=False)
+    return {"one": one, "two": two, "root": root, "data": data}
+
+
+@pytest.mark.slow
+def test_two_ranks_give_the_loss_curve_of_one_process(curves):
+    one, two = curves["one"].history, curves["two"].history
+    steps = 2 * 2  # 2 epochs of 16 training images in global batches of 8
+    tol = loss_tolerance(steps, n_max=8 * 16 * 16)
+    for col in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(two[col], one[col], rtol=tol, err_msg=col)
+    assert list(two["epoch"]) == list(one["epoch"])
+    # only rank 0 wrote, once: the model folder holds the files of one process
+    assert sorted(p.name for p in (curves["root"] / "two").iterdir()) == ["best.pt", "history.csv", "last.pt"]
+    assert curves["two"].device == "cpu" and curves["two"].best_epoch == curves["one"].best_epoch
+
+
+@pytest.mark.slow
+def test_local_batchnorm_changes_the_curve(images, curves):
+    """The tolerance can fail: BatchNorm over each rank's half batch moves the curve far beyond it."""
+    from pneumoloc.training.distributed import train_on_devices
+
+    cfg, data = _data(images)
+    local = train_on_devices(cfg, data, curves["root"] / "local_bn", devices=2, progress=False,
+                             synced_batchnorm=False)
+    one = curves["one"].history["train_loss"].to_numpy()
+    rel = np.abs(local.history["train_loss"].to_numpy() - one) / np.abs(one)
+    assert rel.max() > 10 * loss_tolerance(4, n_max=8 * 16 * 16)
+
+
+@pytest.mark.slow
+def test_killing_one_rank_fails_the_stage_naming_it(images, tmp_path):
+    """A rank killed mid-run: the launcher exits non-zero, names the rank, and does not hang."""
+    import psutil
+
+    df, cache = images
+    df.to_csv(tmp_path / "images.csv", index=False)
+    out = tmp_path / "killed"
+    driver = Path(__file__).with_name("distributed_driver.py")
+    proc = subprocess.Popen([sys.executable, str(driver), str(tmp_path / "images.csv"), str(cache), str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists():  # rank 0 finished an epoch: both ranks are training
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.1)
+    workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    workers.sort(key=lambda p: (p.create_time(), p.pid))
+    assert len(workers) == 2, [p.cmdline() for p in workers]
+    workers[1].send_signal(signal.SIGKILL)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the launcher hung after a rank was killed")
+    assert proc.returncode != 0
+    assert "rank 1 of 2 died from SIGKILL" in err, err[-2000:]
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
+
+
+def test_error_type_is_exported():
+    assert issubclass(DistributedTrainingError, RuntimeError)
