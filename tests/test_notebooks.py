@@ -1,6 +1,7 @@
 """Every notebook executed headlessly, in order, on the tiny spec (papermill_runs/tiny.yaml).
 
-One run, shared by the checks below: executing the pipeline is the expensive part.
+One run (the session fixture ``tiny_run`` in conftest.py), shared by the checks below and by
+tests/test_slurm.py: executing the pipeline is the expensive part.
 """
 import json
 
@@ -8,18 +9,8 @@ import pandas as pd
 import pytest
 
 from pneumoloc.data.splits import validate_split
-from pneumoloc.environment import RUNS_DIR
-from pneumoloc.runs.runner import run_spec
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.xdist_group("notebooks")]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    manifest = run_spec(RUNS_DIR / "tiny.yaml", run_dir=root / "run", figures_dir=root / "figures",
-                        overrides={"data_root": str(root / "phantom")})
-    return root, manifest
 
 
 def test_every_stage_succeeds(tiny_run):
