@@ -173,3 +173,34 @@ def test_killing_one_rank_fails_the_stage_naming_it(images, tmp_path):
 
 def test_error_type_is_exported():
     assert issubclass(DistributedTrainingError, RuntimeError)
+
+
+# -- pneumoloc train --------------------------------------------------------------------------
+def _run_folder(images, root: Path) -> Path:
+    """A run folder as notebook 01 leaves it: images (with split), boxes, dataset.json."""
+    from pneumoloc.storage import save_json
+
+    df, _ = images
+    data = root / "data"
+    data.mkdir(parents=True)
+    df.to_csv(data / "images.csv", index=False)
+    pd.DataFrame(columns=["image_id", "x", "y", "w", "h"]).to_csv(data / "boxes.csv", index=False)
+    save_json(data / "dataset.json", {"name": "fixture", "root": str(root), "findings": [], "options": {}})
+    return root
+
+
+def test_pneumoloc_train_trains_a_run_model_and_checks_its_options(images, tmp_path, capsys):
+    from pneumoloc.cli import main
+
+    run = _run_folder(images, tmp_path / "run")
+    flags = ["train", "--run-dir", str(run), "--set", "backbone=test_resnet", "image_size=32", "epochs=1",
+             "batch_size=8", "device=cpu", "channels_last=false", "head_options={}"]
+    assert main(flags + ["--devices", "0"]) == 2
+    assert "devices must be an integer >= 1" in capsys.readouterr().err
+    assert main(flags + ["epoch=1"]) == 2
+    assert "unknown training option(s) ['epoch']" in capsys.readouterr().err
+    assert main(flags + ["focal_alpha=0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "best epoch 1" in out and (run / "models" / "test_resnet" / "best.pt").exists()
+    from pneumoloc.models.checkpoints import load_checkpoint
+    assert load_checkpoint(run / "models" / "test_resnet" / "best.pt")["train_config"]["focal_alpha"] == 0.25

@@ -5,6 +5,7 @@
     pneumoloc run papermill_runs/demo.yaml --executor local --workers 2   # a foreach entry at once
     pneumoloc run papermill_runs/demo.yaml --executor slurm [--check]     # one Slurm job per stage
     pneumoloc status demo                                                 # the run's manifest
+    pneumoloc train --run-dir papermill_runs/demo --set backbone=resnet50 --devices 4   # DDP on 4 GPUs
 
 Phantom flags are derived from :class:`pneumoloc.phantom.writer.PhantomConfig`, so a new
 phantom parameter is a new flag without touching this file.
@@ -14,6 +15,7 @@ or timed out, 2 for an invalid spec or option, 75 (``EX_TEMPFAIL`` of sysexits.h
 try again later) when another run holds the run folder, and 128 + the signal
 number (130 for SIGINT, 143 for SIGTERM, the shell's convention) when stopped by
 a signal. ``pneumoloc status`` exits 0, or 2 when the run has no readable manifest.
+``pneumoloc train`` exits 0, 1 when training (a rank) failed, 2 for invalid options.
 """
 from __future__ import annotations
 
@@ -89,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print a run's manifest: stages, states, Slurm jobs, nodes, logs")
     status.add_argument("run", help="run name (papermill_runs/<name>), run folder, or its spec (.yaml)")
 
+    train = sub.add_parser("train", help="train one backbone of a run (notebook 02's training), on N devices / M nodes")
+    train.add_argument("--run-dir", required=True, help="run folder holding notebook 01's split")
+    train.add_argument("--devices", type=int, default=1, help="processes per node: GPUs, or CPU ranks (default 1)")
+    train.add_argument("--nodes", type=int, default=1, help="nodes; run the command once per node (default 1)")
+    train.add_argument("--resume", action="store_true", help="continue from the model's last.pt")
+    train.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="training options (pneumoloc.training.config.TrainConfig); VALUE is YAML, e.g. "
+                            "backbone=resnet50 epochs=30")
+
     phantom = sub.add_parser("phantom", help="generate the phantom chest X-ray dataset")
     phantom.add_argument("--out", default="data/phantom", help="output folder (default: data/phantom)")
     from .phantom.config import PhantomConfig
@@ -134,8 +145,31 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    """``pneumoloc train``: the library's :func:`pneumoloc.training.distributed.train_in_run`."""
+    from .training.config import TrainConfig
+    from .training.distributed import DistributedTrainingError, train_in_run
+
+    try:
+        cfg = TrainConfig.from_dict(_parse_sets(args.overrides))
+        result, out = train_in_run(args.run_dir, cfg, devices=args.devices,
+                                   nodes=args.nodes, resume=args.resume)
+    except DistributedTrainingError as e:
+        print(f"pneumoloc train: FAILED: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as e:
+        print(f"pneumoloc train: {e}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(f"pneumoloc train: {result.stopped}, best epoch {result.best_epoch} (validation ROC-AUC "
+              f"{result.best_score:.4f}); checkpoints in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return _train(args)
     if args.command == "status":
         return _status(args.run)
     if args.command == "run" and args.check:

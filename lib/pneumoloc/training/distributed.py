@@ -45,7 +45,7 @@ from .config import TrainConfig
 from .loop import SingleProcess, TrainResult, train
 
 __all__ = ["DistributedTrainingError", "ProcessGroupRanks", "all_reduce", "rendezvous", "sync_batchnorm",
-           "train_on_devices"]
+           "train_on_devices", "train_in_run"]
 
 
 class DistributedTrainingError(RuntimeError):
@@ -285,3 +285,25 @@ def train_on_devices(cfg: TrainConfig, data: TrainData, out_dir, devices: int = 
     if node_rank != 0:
         return None
     return _result(out_dir, cfg, epoch_before, "cuda:0" if cuda else "cpu")
+
+
+def train_in_run(run_dir: str, cfg: TrainConfig, devices: int = 1, nodes: int = 1, resume: bool = False,
+                 progress: bool = True) -> tuple[TrainResult | None, Path]:
+    """``pneumoloc train``: notebook 02's training alone, on the split notebook 01 stored in ``run_dir``.
+
+    Writes ``last.pt``, ``best.pt`` and ``history.csv`` into ``<run_dir>/models/<backbone>``
+    (predictions, metrics and figures stay notebook 02's). Returns the result (``None`` on nodes
+    other than node 0) and the model folder.
+    """
+    from ..data.tables import load_tables
+    from ..environment import RunPaths
+    from .batches import prepare_data
+
+    for name, value in (("devices", devices), ("nodes", nodes)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    run = RunPaths.from_params(run_dir)
+    tables = load_tables(run)
+    data = prepare_data(tables.images, cfg, findings=tables.findings, progress=progress)
+    out = run.model_dir(cfg.backbone)
+    return train_on_devices(cfg, data, out, devices=devices, nodes=nodes, resume=resume, progress=progress), out
