@@ -204,3 +204,29 @@ def test_pneumoloc_train_trains_a_run_model_and_checks_its_options(images, tmp_p
     assert "best epoch 1" in out and (run / "models" / "test_resnet" / "best.pt").exists()
     from pneumoloc.models.checkpoints import load_checkpoint
     assert load_checkpoint(run / "models" / "test_resnet" / "best.pt")["train_config"]["focal_alpha"] == 0.25
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_notebook_02_trains_on_two_ranks_from_its_kernel(tmp_path):
+    """devices=2 from inside a papermill kernel: the ranks spawn, rank 0 writes, the notebook evaluates."""
+    import papermill as pm
+
+    from pneumoloc.environment import PROJECT_ROOT
+
+    rng, rows = np.random.default_rng(3), []
+    for i in range(30):  # 18 train, 6 val, 6 test; both classes in every split
+        lab, img = i % 2, rng.normal(100, 20, (36, 36))
+        img[6:20, 8:22] += 80 * lab
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append({"image_id": f"im{i}", "patient_id": f"p{i}", "path": str(tmp_path / f"{i}.png"), "label": lab,
+                     "width": 36, "height": 36, "split": "train" if i < 18 else "val" if i < 24 else "test"})
+    run = _run_folder((pd.DataFrame(rows), None), tmp_path / "run")
+    pm.execute_notebook(str(PROJECT_ROOT / "notebooks" / "02_train_backbone.ipynb"), str(tmp_path / "02.ipynb"),
+                        parameters=dict(run_dir=str(run), figures_dir=str(tmp_path / "figures"),
+                                        backbone="test_resnet", image_size=32, epochs=2, batch_size=8,
+                                        device="cpu", devices=2, n_boot=10),
+                        progress_bar=False, cwd=str(tmp_path), kernel_name="python3")
+    model = run / "models" / "test_resnet"
+    assert {"best.pt", "last.pt", "history.csv", "predictions.csv", "metrics.json"} <= {p.name for p in model.iterdir()}
+    assert len(pd.read_csv(model / "history.csv")) == 2
