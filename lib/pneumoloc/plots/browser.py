@@ -239,9 +239,9 @@ class MapBrowser:
 
         st = self.state()
         n = len(st["panels"])
-        width, height = self.panel_px * n + 70, self.panel_px + 80  # CSS px: colorbar, titles
+        width, height = self.panel_px * n + 70, self.panel_px + 104  # CSS px: colorbar, titles
         fig, axes = plt.subplots(1, n, figsize=(width / CSS_DPI, height / CSS_DPI), squeeze=False)
-        fig.subplots_adjust(left=8 / width, right=1 - 70 / width, bottom=8 / height, top=1 - 72 / height,
+        fig.subplots_adjust(left=8 / width, right=1 - 70 / width, bottom=8 / height, top=1 - 96 / height,
                             wspace=0.05)
         if st["image_id"] is None:
             axes[0, 0].text(0.5, 0.5, "no case matches the filter", ha="center", va="center", fontsize=11)
@@ -268,11 +268,11 @@ class MapBrowser:
                             fontsize=10, ha="center", va="bottom", transform=ax.transAxes,
                             bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
             if art is not None:
-                cax = fig.add_axes((1 - 55 / width, 8 / height, 12 / width, 1 - 80 / height), label="<colorbar>")
+                cax = fig.add_axes((1 - 55 / width, 8 / height, 12 / width, 1 - 104 / height), label="<colorbar>")
                 fig.colorbar(colorbar_mappable(), cax=cax).ax.tick_params(labelsize=9)
             filt = "all cases" if self.outcome.value == "all" else f"{self.outcome.value} cases"
-            fig.suptitle(f"{st['image_id']}: case {self.index.value + 1} of {st['n_cases']} "
-                         f"({filt}, by {self.sort.value})", fontsize=11, y=1 - 6 / height, va="top")
+            fig.suptitle(f"{st['image_id']}: case {self.index.value + 1} of {st['n_cases']}\n"
+                         f"{filt}, by {self.sort.value}", fontsize=11, y=1 - 6 / height, va="top")
         if self.figure is not None:
             plt.close(self.figure)
         self.figure = fig
