@@ -1,4 +1,4 @@
-"""The ``pneumoloc`` command: generate the phantom dataset and execute run specs.
+"""The ``pneumoloc`` command: generate the phantom dataset, execute run specs, browse a run.
 
     pneumoloc phantom --out data/phantom --n-images 2000 --size 256
     pneumoloc run papermill_runs/demo.yaml [--only 02] [--from 03] [--force] [--resume]
@@ -6,6 +6,7 @@
     pneumoloc run papermill_runs/demo.yaml --executor slurm [--check]     # one Slurm job per stage
     pneumoloc status demo                                                 # the run's manifest
     pneumoloc train --run-dir papermill_runs/demo --set backbone=resnet50 --devices 4   # DDP on 4 GPUs
+    pneumoloc browse papermill_runs/demo [--port 8866]
 
 Phantom flags are derived from :class:`pneumoloc.phantom.writer.PhantomConfig`, so a new
 phantom parameter is a new flag without touching this file.
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .phantom.config import PhantomConfig
 
     _add_dataclass_flags(phantom, PhantomConfig)
+
+    browse = sub.add_parser("browse", help="serve a run's heatmap browser and headline table as a web page (Voila)")
+    browse.add_argument("run", help="run folder (papermill_runs/<name>) or run name")
+    browse.add_argument("--port", type=int, default=8866, help="default: 8866")
+    browse.add_argument("--ip", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     return parser
 
 
@@ -210,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         out = generate_phantom(resolve(args.out), **overrides)
         print(f"phantom dataset in {out}")
         return 0
+    if args.command == "browse":
+        from .runs.browse import serve
+
+        try:
+            serve(args.run, port=args.port, ip=args.ip)  # does not return: the process becomes Voila
+        except FileNotFoundError as e:
+            print(f"pneumoloc browse: {e}", file=sys.stderr)
+            return 2
     return 2  # pragma: no cover - argparse enforces a command
 
 
