@@ -129,3 +129,30 @@ def test_shown_image_is_the_rendered_figure_and_follows_the_controls(browser):
     assert second != first, "changing a control re-renders the shown PNG"
     browser.opacity.value = 0.5
     assert browser.image.value == first, "same controls, same picture"
+
+
+def test_controls_with_nothing_to_show_are_disabled_and_the_notes_say_why(browser):
+    st = browser.state()
+    assert {"level", "versus"} <= set(st["disabled"]), "contour off, compare off"
+    assert browser.other.options == (("(compare is off)", ""),)
+    browser.outcome.value = "TN"  # negatives: no boxes
+    st = browser.state()
+    assert "boxes" in st["disabled"] and "no ground-truth box on this image" in st["notes"]
+    assert "no ground-truth box" in browser.notes.value
+    browser.show_contour.value = True
+    assert "level" not in browser.state()["disabled"]
+
+
+def test_png_is_drawn_for_the_shown_size_and_the_state_view_matches(browser):
+    import hashlib
+    import html
+    import io
+    import json
+
+    from PIL import Image
+
+    width = int(browser.image.layout.width.removesuffix("px"))
+    assert Image.open(io.BytesIO(browser.image.value)).size[0] == width * browser.pixel_ratio
+    shown = json.loads(html.unescape(browser.state_view.value))
+    assert shown["png_sha256"] == hashlib.sha256(browser.image.value).hexdigest()
+    assert shown["controls"] == browser.state()["controls"]
