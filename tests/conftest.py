@@ -8,7 +8,7 @@ from pneumoloc.runs.runner import run_spec
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The tiny spec (papermill_runs/tiny.yaml) executed inline once per test session: every
-    notebook, two backbones. Tests of the notebooks read it; the Slurm test compares its own run
+    notebook, two backbones. Tests of the notebooks and the browser read it; the Slurm test compares its own run
     with it. Modules using it share the xdist group ``notebooks`` so that one worker runs it once."""
     root = tmp_path_factory.mktemp("tiny")
     manifest = run_spec(RUNS_DIR / "tiny.yaml", run_dir=root / "run", figures_dir=root / "figures",
