@@ -277,7 +277,8 @@ class MapBrowser:
             plt.close(self.figure)
         self.figure = fig
         png = io.BytesIO()
-        fig.savefig(png, format="png", dpi=CSS_DPI * self.pixel_ratio)
+        # fastest zlib level: the PNG is redrawn on every control change and compression dominated
+        fig.savefig(png, format="png", dpi=CSS_DPI * self.pixel_ratio, pil_kwargs={"compress_level": 1})
         self.image.layout.width = f"{width}px"  # shown at the size it was drawn for, never stretched
         self.image.value = png.getvalue()
         self.notes.value = "".join(f"<div>{html.escape(n)}</div>" for n in st["notes"])
