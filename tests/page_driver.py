@@ -15,8 +15,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 # DOM value, disabled flag and kind of every control, keyed by its description.
 READ_CONTROLS = """() => {
   const out = {};
@@ -212,10 +210,3 @@ def mismatches(state: dict, dom: dict) -> list[str]:
     if disabled != state["disabled"]:
         out.append(f"disabled: kernel {state['disabled']}, page {disabled}")
     return out
-
-
-def skip_if_no_browser() -> None:
-    reason = skip_reason()
-    if reason:
-        print(reason)
-        pytest.skip(reason)

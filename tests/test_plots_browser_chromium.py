@@ -19,12 +19,14 @@ import pytest
 import page_driver as pd_
 from pneumoloc.environment import NOTEBOOKS_DIR
 
-pytestmark = [pytest.mark.notebooks, pytest.mark.browser, pytest.mark.xdist_group("notebooks")]
+# Decided at collection, so a machine without Chromium skips before building the tiny run.
+SKIP_REASON = pd_.skip_reason()
+pytestmark = [pytest.mark.notebooks, pytest.mark.browser, pytest.mark.xdist_group("notebooks"),
+              pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
 
 
 @pytest.fixture(scope="module")
 def chromium():
-    pd_.skip_if_no_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
