@@ -107,3 +107,81 @@ def test_a_failed_job_cancels_the_jobs_after_it(tmp_path, nbdir, slurm):
     assert [r["status"] for r in m["stages"]] == ["failed", "ok", "cancelled"], m["stages"]
     assert "left the queue before it started" in m["stages"][2]["error"]["message"]
     assert not (tmp_path / "run" / "after.txt").exists()
+
+
+# Artifacts that must be equal between the inline and the Slurm run; timing columns/keys aside, as well as
+# provenance (the git commit may move between the two runs) and checkpoint hashes (a checkpoint also
+# stores each epoch's training time: its weights are compared instead).
+COMPARED = ["data/images.csv", "models/resnet18/predictions.csv", "models/mobilenet_v3/predictions.csv",
+            "models/resnet18/history.csv", "models/mobilenet_v3/history.csv", "localization/metrics.csv",
+            "localization/per_image.csv", "ensembles/predictions.csv"]
+VOLATILE = ("seconds", "per_s", "latency", "sha256", "provenance")
+
+
+def _without_volatile(obj):
+    if isinstance(obj, dict):
+        return {k: _without_volatile(v) for k, v in obj.items() if not any(t in k for t in VOLATILE)}
+    if isinstance(obj, list):
+        return [_without_volatile(v) for v in obj]
+    return obj
+
+
+def _assert_same_artifacts(expected, actual):
+    import pandas as pd
+    import torch
+
+    from pneumoloc.storage import load_torch
+
+    for name in COMPARED:
+        a, b = (pd.read_csv(root / name, dtype={"image_id": str, "patient_id": str}) for root in (expected, actual))
+        keep = [c for c in a.columns if not any(t in c for t in VOLATILE)]
+        pd.testing.assert_frame_equal(a[keep], b[keep], check_exact=True, obj=name)
+    for backbone in ("resnet18", "mobilenet_v3"):
+        a, b = (json.loads((root / "models" / backbone / "metrics.json").read_text()) for root in (expected, actual))
+        assert _without_volatile(a) == _without_volatile(b), f"models/{backbone}/metrics.json differs"
+        a, b = (load_torch(root / "models" / backbone / "best.pt")["model_state"] for root in (expected, actual))
+        assert all(torch.equal(a[k], b[k]) for k in a), f"models/{backbone}/best.pt weights differ"
+
+
+def _wait_for(path, proc, timeout):
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"pneumoloc run exited with {proc.returncode} early: {proc.stderr.read()}")
+        assert time.time() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.1)
+
+
+@needs_slurm
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_tiny_spec_on_slurm_equals_inline_after_a_requeue_mid_training(tmp_path, slurm, tiny_run):
+    """``pneumoloc run papermill_runs/tiny.yaml --executor slurm``: resnet18's job is requeued
+    (``scontrol requeue``) once its first epoch is checkpointed; the run still ends with the
+    predictions and metrics of the inline run."""
+    from pneumoloc.environment import RUNS_DIR
+
+    inline_root, _ = tiny_run
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "pneumoloc.cli", "run", str(RUNS_DIR / "tiny.yaml"),
+                             "--executor", "slurm", "--run-dir", str(run), "--figures-dir", str(tmp_path / "fig"),
+                             "--set", f"data_root={inline_root / 'phantom'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(run / "models" / "resnet18" / "last.pt", proc, timeout=600)
+        rec = next(r for r in json.loads((run / "manifest.json").read_text())["stages"]
+                   if r["name"] == "02_train_backbone[resnet18]")
+        assert rec["status"] == "running", rec
+        subprocess.run(["scontrol", "requeue", rec["job"]["id"]], check=True, capture_output=True)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    m = json.loads((run / "manifest.json").read_text())
+    assert [r["status"] for r in m["stages"]] == ["ok"] * len(m["stages"]), m["stages"]
+    requeued = next(r for r in m["stages"] if r["name"] == "02_train_backbone[resnet18]")
+    assert requeued["job"]["id"] == rec["job"]["id"] and requeued["job"]["restarts"] >= 1
+    assert requeued["parameters"]["resume"] is True  # the requeued job continued from last.pt
+    assert all(r["job"]["id"] for r in m["stages"])
+    _assert_same_artifacts(inline_root / "run", run)

@@ -45,6 +45,7 @@ __all__ = ["StageJob", "run_slurm", "sbatch_parameters", "PREEMPT_SIGNAL"]
 PREEMPT_SIGNAL = "USR1"  # sent by Slurm SIGNAL_DELAY_S before the time limit or a preemption
 SIGNAL_DELAY_S = 90  # time left to stop the stage cleanly and requeue
 _POLL_S = 2.0  # how often the runner reads the queue and the manifest while it waits
+_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 
 
 class StageJob(submitit.helpers.Checkpointable):
@@ -152,13 +153,16 @@ def _submit(plan: Plan) -> dict[str, str]:
 
 
 def _queue() -> dict[str, tuple[str, str]] | None:
-    """Our jobs in the queue: id (array tasks as ``<array>_<task>``) -> (state, node); ``None`` if unknown."""
-    out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T|%N"], capture_output=True, text=True)
+    """Our jobs that have not ended: id (array tasks as ``<array>_<task>``) -> (state, node);
+    ``None`` when the queue cannot be read. All states are listed (a requeued job shows as
+    ``REQUEUED`` or ``PENDING`` under its id) and the ended ones dropped (squeue(1), JOB STATE CODES)."""
+    out = subprocess.run(["squeue", "--me", "-h", "-r", "--states=all", "-o", "%i|%T|%N"],
+                         capture_output=True, text=True)
     if out.returncode != 0:
         print(f"[pneumoloc] squeue failed ({out.stderr.strip()}); trying again", file=sys.stderr, flush=True)
         return None
     rows = (line.split("|") for line in out.stdout.splitlines() if line.count("|") == 2)
-    return {job: (state, node) for job, state, node in rows}
+    return {job: (state, node) for job, state, node in rows if state not in _ENDED}
 
 
 def _lost(rec: dict[str, Any]) -> dict[str, Any]:
