@@ -121,6 +121,21 @@ class LocalSlurm:
         self._wait(self._node_idle, "the Slurm node did not become idle", "slurmd.log", timeout=60.0)
         return self
 
+    def start_requeued_now(self, job_id: str, timeout: float = 60.0) -> None:
+        """Let requeued job ``job_id`` start at once: Slurm holds a requeued batch job back (its
+        BeginTime is set some time ahead), which would only make the tests wait."""
+        env = {**os.environ, **self.env}
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            state = subprocess.run(["squeue", "-h", "-j", job_id, "--states=all", "-o", "%T"], env=env,
+                                   capture_output=True, text=True).stdout.strip()
+            if state == "PENDING":
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env,
+                               capture_output=True, check=True)
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"job {job_id} was not pending again within {timeout} s (last state {state!r})")
+
     def stop(self) -> None:
         """Stop the daemons we started, by pid, newest first; keep the folder for post-mortems."""
         for proc in reversed(self.procs):

@@ -109,6 +109,40 @@ def test_a_failed_job_cancels_the_jobs_after_it(tmp_path, nbdir, slurm):
     assert not (tmp_path / "run" / "after.txt").exists()
 
 
+# Waits for the preemption signal on its first execution; a requeued execution (resume=True) ends at once.
+PREEMPTED = """import pathlib, time
+pathlib.Path(run_dir, "started.txt").write_text("")
+if not resume:
+    time.sleep(120)
+pathlib.Path(run_dir, "resume.txt").write_text(str(resume))"""
+
+
+@needs_slurm
+def test_preemption_signal_checkpoints_and_requeues_with_resume(tmp_path, nbdir, slurm):
+    """Slurm's warning signal (USR1, as ``--signal`` sends it before the time limit): submitit calls
+    StageJob.checkpoint, requeues the job, and the stage runs again with resume=True."""
+    import threading
+
+    write_notebook(nbdir / "p_preempted.ipynb", PARAMS, PREEMPTED)
+    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: p_preempted\n")
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(m=run_spec(
+        s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", executor="slurm")))
+    runner.start()
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "started.txt").exists():
+        assert runner.is_alive() and time.time() < deadline, "the stage did not start"
+        time.sleep(0.2)
+    job = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"][0]["job"]["id"]
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, capture_output=True)
+    slurm.start_requeued_now(job)
+    runner.join(300)
+    assert not runner.is_alive() and "m" in result, "the run did not finish"
+    rec = result["m"]["stages"][0]
+    assert rec["status"] == "ok" and rec["job"]["id"] == job and rec["parameters"]["resume"] is True
+    assert (tmp_path / "run" / "resume.txt").read_text() == "True"
+
+
 # Artifacts that must be equal between the inline and the Slurm run; timing columns/keys aside, as well as
 # provenance (the git commit may move between the two runs) and checkpoint hashes (a checkpoint also
 # stores each epoch's training time: its weights are compared instead).
@@ -173,6 +207,7 @@ def test_tiny_spec_on_slurm_equals_inline_after_a_requeue_mid_training(tmp_path,
                    if r["name"] == "02_train_backbone[resnet18]")
         assert rec["status"] == "running", rec
         subprocess.run(["scontrol", "requeue", rec["job"]["id"]], check=True, capture_output=True)
+        slurm.start_requeued_now(rec["job"]["id"])
         out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
