@@ -162,3 +162,17 @@ def test_unknown_executor_lists_the_known_ones(tmp_path, nbdir):
 def test_run_command_help_names_the_executors():
     out = subprocess.run([sys.executable, "-m", "pneumoloc.cli", "run", "--help"], capture_output=True, text=True)
     assert "--executor" in out.stdout and "--resume" in out.stdout and "--workers" in out.stdout
+
+
+def test_the_readme_cluster_spec_passes_the_check(tmp_path):
+    """The spec snippet of README.md's "Running on a cluster" is a valid spec for the real notebooks."""
+    import re
+
+    from pneumoloc.environment import PROJECT_ROOT
+    from pneumoloc.runs.runner import check_run
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Running on a cluster"):]
+    (tmp_path / "cluster.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    plan = check_run(tmp_path / "cluster.yaml", executor="slurm")
+    assert "02_train_backbone[vit_b_16]" in plan and "gpus_per_node=4" in plan

@@ -83,11 +83,17 @@ def test_sbatch_parameters_come_from_the_resources(tmp_path, nbdir):
 @needs_slurm
 def test_stages_become_jobs_and_arrays_chained_by_afterok(tmp_path, nbdir, slurm):
     s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_where\n    foreach: {name: [p, q]}\n"
+                       "  - notebook: a_where\n    foreach: {name: [r]}\n    resources: {cpus_per_task: 1}\n"
                        "  - notebook: c_after\n")
     m = run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", executor="slurm")
-    assert m["executor"] == "slurm" and [r["status"] for r in m["stages"]] == ["ok", "ok", "ok"], m["stages"]
-    p, q, after = (r["job"] for r in m["stages"])
-    assert p["id"].split("_")[0] == q["id"].split("_")[0] != after["id"]  # one array, then its dependent
+    assert m["executor"] == "slurm" and [r["status"] for r in m["stages"]] == ["ok"] * 4, m["stages"]
+    p, q, r, after = (r["job"] for r in m["stages"])
+    array = p["id"].split("_")[0]
+    assert array == q["id"].split("_")[0] and len({array, r["id"], after["id"]}) == 3  # an array, a job, then
+    script = {j: (tmp_path / "run" / "slurm" / f"{j}_submission.sh").read_text() for j in (array, r["id"], after["id"])}
+    assert "--dependency" not in script[array] + script[r["id"]]  # one step: both entries at once
+    assert f"#SBATCH --dependency=afterok:{array}:{r['id']}" in script[after["id"]]
+    assert "#SBATCH --cpus-per-task=1" in script[r["id"]] and "--signal=USR1@90" in script[array]
     assert {p["node"], after["node"]} == {socket.gethostname()}
     assert all(os.path.exists(j["stdout"]) for j in (p, q, after))
     job_id, host = (tmp_path / "run" / "where_q.txt").read_text().split()  # the notebook ran inside the job

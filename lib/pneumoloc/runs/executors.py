@@ -4,15 +4,15 @@ The runner (:mod:`pneumoloc.runs.runner`) loads the spec, holds the run folder's
 which stages are up to date and writes the manifest; an executor then runs the rest:
 
 * ``inline`` (default): one stage after another in this process's children;
-* ``local``: the stages of one notebook entry (a ``foreach``: one per backbone) do not depend on
-  each other, so up to ``workers`` of them run at once, each pinned to its own GPUs through
+* ``local``: the stages of one step (:func:`steps`: a ``foreach``, one stage per backbone) do not
+  depend on each other, so up to ``workers`` of them run at once, each pinned to its own GPUs through
   ``CUDA_VISIBLE_DEVICES`` when there are GPUs, and to its share of the CPU threads
-  (``OMP_NUM_THREADS``, which torch reads at start-up); entries still run in spec order;
+  (``OMP_NUM_THREADS``, which torch reads at start-up); steps still run in spec order;
 * ``slurm`` (:mod:`pneumoloc.runs.slurm`): every stage becomes a Slurm job submitted with submitit.
 
 Every executor runs a stage through :func:`pneumoloc.runs.stage.execute_stage` and records it in
 the manifest through :class:`pneumoloc.runs.manifest.ManifestStore`; each returns the failure
-message of the first stage that did not end ``ok`` (later entries are then not run), or ``None``.
+message of the first stage that did not end ``ok`` (later steps are then not run), or ``None``.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from .manifest import ManifestStore
 from .spec import RunSpec, Stage
 from .stage import StopRequest, execute_stage, now
 
-__all__ = ["Plan", "EXECUTORS", "entry_groups", "run_stage", "pinned_env", "failure_message"]
+__all__ = ["Plan", "EXECUTORS", "steps", "run_stage", "pinned_env", "failure_message"]
 
 Executor = Callable[["Plan"], "str | None"]
 EXECUTORS: Registry[Executor] = Registry("executor", modules=("pneumoloc.runs.slurm",))
@@ -59,9 +59,12 @@ class Plan:
     workers: int = 1
 
 
-def entry_groups(stages: list[Stage]) -> list[list[Stage]]:
-    """Stages grouped by notebook entry, in order: the stages of one group are independent."""
-    return [list(group) for _, group in groupby(stages, key=lambda s: s.entry)]
+def steps(stages: list[Stage]) -> list[list[Stage]]:
+    """Stages grouped into steps, in order: consecutive stages of one notebook (a ``foreach`` entry,
+    or several entries of that notebook in a row, e.g. one per resource need) do not read each
+    other's artifacts, so a step's stages may run at once; a step needs every step before it.
+    Fingerprints follow the same rule (:func:`pneumoloc.runs.spec.load_spec`)."""
+    return [list(group) for _, group in groupby(stages, key=lambda s: s.notebook)]
 
 
 def failure_message(stage: Stage, paths: RunPaths, rec: dict[str, Any]) -> str:
@@ -139,16 +142,16 @@ def _cpu_count() -> int:
 
 @EXECUTORS.register("local")
 def run_local(plan: Plan) -> str | None:
-    """Up to ``plan.workers`` stages of one notebook entry at once, each in its own processes.
+    """Up to ``plan.workers`` stages of one step at once, each in its own processes.
 
     Each stage writes papermill's output to ``<run>/logs/<stage>.log`` (interleaved output of
     concurrent stages would be unreadable). A group runs to its end even when one of its stages
-    fails (the others' results are valid); the run then stops before the next entry.
+    fails (the others' results are valid); the run then stops before the next step.
     """
     gpus, cpus = _visible_gpus(), _cpu_count()
     logs = plan.paths.root / "logs"
     logs.mkdir(exist_ok=True)
-    for group in entry_groups(plan.stages):
+    for group in steps(plan.stages):
         plan.stop.check()
         workers = min(plan.workers, len(group))
         slots: queue.Queue[int] = queue.Queue()

@@ -1,9 +1,10 @@
 """The Slurm executor: every stage a Slurm job submitted with submitit, chained by ``afterok``.
 
 Each notebook entry of the spec becomes one job, or one job array when it has a ``foreach``
-(one task per backbone), submitted at once with ``--dependency=afterok:<previous entry's job>``
-(https://slurm.schedmd.com/sbatch.html#OPT_dependency): the backbones of 02 train in parallel,
-03 starts when all of them succeeded, and with ``--kill-on-invalid-dep=yes`` the jobs after a
+(one task per backbone), all submitted at once with ``--dependency=afterok:<jobs of the step
+before>`` (https://slurm.schedmd.com/sbatch.html#OPT_dependency; steps:
+:func:`pneumoloc.runs.executors.steps`): the backbones of 02 train in parallel, also when they
+are split over several entries for different resources, 03 starts when all of them succeeded, and with ``--kill-on-invalid-dep=yes`` the jobs after a
 failed one are cancelled by Slurm instead of waiting forever. Options come from the stage's
 ``resources`` (:mod:`pneumoloc.runs.resources`). submitit pickles each job (a :class:`StageJob`)
 and its logs into ``<run>/slurm/``.
@@ -28,13 +29,14 @@ import os
 import subprocess
 import sys
 import time
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 import submitit
 
 from ..environment import RunPaths
-from .executors import EXECUTORS, Plan, entry_groups, failure_message
+from .executors import EXECUTORS, Plan, failure_message, steps
 from .manifest import FINAL_STATES, ManifestStore
 from .resources import stage_timeout_min
 from .spec import Stage
@@ -124,31 +126,41 @@ def sbatch_parameters(stage: Stage, run: str, dependency: list[str]) -> dict[str
     return params
 
 
+def _submit_entry(plan: Plan, group: list[Stage], dependency: list[str]) -> list[str]:
+    """Submit the stages of one notebook entry, as one job or one job array; returns their job ids."""
+    executor = submitit.SlurmExecutor(folder=plan.paths.root / "slurm")
+    executor.update_parameters(**sbatch_parameters(group[0], plan.spec.name, dependency))
+    jobs_to_run = [StageJob(stage, plan.paths, plan.extra.get(stage.name)) for stage in group]
+    if len(group) == 1:
+        jobs = [executor.submit(jobs_to_run[0])]
+    else:
+        with executor.batch():  # one job array
+            jobs = [executor.submit(job) for job in jobs_to_run]
+    for stage, job in zip(group, jobs):
+        rec = plan.records[stage.name]
+        for key in ("reason", "error", "signal", "worker"):
+            rec.pop(key, None)
+        rec.update(status="pending", job={"id": job.job_id, "state": "PENDING", "stdout": str(job.paths.stdout),
+                                          "stderr": str(job.paths.stderr)})
+        plan.store.update_stage(stage.name, rec, replace=True)
+    print(f"[pneumoloc] submitted {[s.name for s in group]} as Slurm job {jobs[0].job_id.split('_')[0]}"
+          + (f" after {', '.join(dependency)}" if dependency else ""), file=sys.stderr, flush=True)
+    return [job.job_id for job in jobs]
+
+
 def _submit(plan: Plan) -> dict[str, str]:
-    """Submit every stage of the plan; returns stage name -> Slurm job id, recorded as ``pending``."""
-    folder = plan.paths.root / "slurm"
+    """Submit every stage of the plan, each step after the one before it (``afterok``); the
+    entries of one step share its dependency. Returns stage name -> Slurm job id."""
     submitted: dict[str, str] = {}
     dependency: list[str] = []
-    for group in entry_groups(plan.stages):
-        executor = submitit.SlurmExecutor(folder=folder)
-        executor.update_parameters(**sbatch_parameters(group[0], plan.spec.name, dependency))
-        jobs_to_run = [StageJob(stage, plan.paths, plan.extra.get(stage.name)) for stage in group]
-        if len(group) == 1:
-            jobs = [executor.submit(jobs_to_run[0])]
-        else:
-            with executor.batch():  # one job array
-                jobs = [executor.submit(job) for job in jobs_to_run]
-        for stage, job in zip(group, jobs):
-            rec = plan.records[stage.name]
-            for key in ("reason", "error", "signal", "worker"):
-                rec.pop(key, None)
-            rec.update(status="pending", job={"id": job.job_id, "state": "PENDING", "stdout": str(job.paths.stdout),
-                                              "stderr": str(job.paths.stderr)})
-            plan.store.update_stage(stage.name, rec, replace=True)
-            submitted[stage.name] = job.job_id
-        dependency = sorted({job.job_id.split("_")[0] for job in jobs})
-        print(f"[pneumoloc] submitted {[s.name for s in group]} as Slurm job {', '.join(dependency)}",
-              file=sys.stderr, flush=True)
+    for step in steps(plan.stages):
+        ids: list[str] = []
+        for _, entry in groupby(step, key=lambda s: s.entry):
+            group = list(entry)
+            job_ids = _submit_entry(plan, group, dependency)
+            submitted.update(zip((s.name for s in group), job_ids))
+            ids += job_ids
+        dependency = sorted({job_id.split("_")[0] for job_id in ids}, key=int)
     return submitted
 
 

@@ -61,7 +61,7 @@ class Stage:
     parameters: dict[str, Any]
     timeout: float
     fingerprint: str = ""
-    entry: int = 0  # index of its notebook entry: stages of one entry (a foreach) are independent
+    entry: int = 0  # index of its notebook entry: one Slurm job or job array per entry
     resources: dict[str, Any] = field(default_factory=dict)  # cluster resources, not in the fingerprint
 
 
