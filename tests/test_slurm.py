@@ -115,6 +115,35 @@ def test_a_failed_job_cancels_the_jobs_after_it(tmp_path, nbdir, slurm):
     assert not (tmp_path / "run" / "after.txt").exists()
 
 
+@needs_slurm
+def test_jobs_of_a_killed_runner_block_a_new_submission(tmp_path, nbdir, slurm):
+    """A runner killed with SIGKILL leaves its jobs queued; a new run of the folder refuses (exit 75)
+    instead of submitting the same stages twice, and names the jobs to wait for or cancel."""
+    write_notebook(nbdir / "s_slow.ipynb", PARAMS, "import time\ntime.sleep(120)")
+    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: s_slow\n")
+    args = [str(s), "--executor", "slurm", "--run-dir", str(tmp_path / "run"), "--figures-dir", str(tmp_path / "f")]
+    cli = ("import sys; from pathlib import Path; from pneumoloc import cli; from pneumoloc.runs import spec\n"
+           "spec.NOTEBOOKS_DIR = Path(sys.argv[1]); spec.library_hash = lambda: 'fixed'\n"
+           "sys.exit(cli.main(sys.argv[2:]))")
+    first = subprocess.Popen([sys.executable, "-c", cli, str(nbdir), "run", *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "run" / "manifest.json"
+    deadline = time.time() + 120
+    while not (manifest.exists() and json.loads(manifest.read_text())["stages"][0].get("job")):
+        assert first.poll() is None and time.time() < deadline, "the first run did not submit"
+        time.sleep(0.2)
+    job = json.loads(manifest.read_text())["stages"][0]["job"]["id"]
+    first.kill()
+    first.wait()
+    try:
+        second = subprocess.run([sys.executable, "-c", cli, str(nbdir), "run", *args], capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 75, second.stderr
+        assert f"{job} (s_slow)" in second.stderr and f"scancel {job}" in second.stderr
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+
+
 # Waits for the preemption signal on its first execution; a requeued execution (resume=True) ends at once.
 PREEMPTED = """import pathlib, time
 pathlib.Path(run_dir, "started.txt").write_text("")

@@ -37,6 +37,7 @@ import submitit
 
 from ..environment import RunPaths
 from .executors import EXECUTORS, Plan, failure_message, steps
+from .lock import RunLocked
 from .manifest import FINAL_STATES, ManifestStore
 from .resources import stage_timeout_min
 from .spec import Stage
@@ -223,9 +224,33 @@ def _cancel(submitted: dict[str, str], plan: Plan, stopped: Stopped) -> None:
     stopped.where = f"while waiting for Slurm jobs {', '.join(ids)} (cancelled)"
 
 
+def _refuse_live_jobs(plan: Plan) -> None:
+    """Refuse to submit while jobs recorded in the manifest are still queued: their runner was
+    killed (the run lock is free) but they still write into the run folder.
+
+    Raises:
+        RunLocked: naming the jobs and how to wait for or cancel them (``pneumoloc run`` exits 75).
+    """
+    recorded = {rec["job"]["id"]: name for name, rec in plan.records.items() if (rec.get("job") or {}).get("id")}
+    queued = _queue() if recorded else {}
+    if queued is None:
+        raise RuntimeError("squeue failed: cannot tell whether this run's earlier Slurm jobs are still queued")
+    live = sorted(f"{job} ({name})" for job, name in recorded.items() if job in queued)
+    if live:
+        ids = " ".join(sorted({job.split("_")[0] for job in recorded if job in queued}))
+        raise RunLocked(f"{plan.paths.root}: Slurm jobs of an earlier run are still queued: {', '.join(live)}; "
+                           f"wait for them (pneumoloc status {plan.paths.root}) or cancel them (scancel {ids}), "
+                           "then run again")
+
+
 @EXECUTORS.register("slurm")
 def run_slurm(plan: Plan) -> str | None:
-    """Submit the plan's stages to Slurm and wait for them; the first failure's message, or ``None``."""
+    """Submit the plan's stages to Slurm and wait for them; the first failure's message, or ``None``.
+
+    Raises:
+        RunLocked: jobs of an earlier run of this folder are still queued.
+    """
+    _refuse_live_jobs(plan)
     if not plan.stages:
         return None
     submitted = _submit(plan)
