@@ -204,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         counts: dict[str, int] = {}
         for s in manifest["stages"]:
             counts[s["status"]] = counts.get(s["status"], 0) + 1
-        print(f"pneumoloc run: {manifest['run']} ok ({counts}); manifest in "
-              f"papermill_runs/{manifest['run']}/manifest.json")
+        print(f"pneumoloc run: {manifest['run']} ok ({counts}); manifest in {manifest['run_dir']}/manifest.json")
         return 0
     if args.command == "phantom":
         from .environment import resolve

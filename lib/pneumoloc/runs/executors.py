@@ -140,43 +140,51 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _run_step(plan: Plan, group: list[Stage], gpus: list[str], cpus: int) -> list[dict[str, Any]]:
+    """The stages of one step, up to ``plan.workers`` at once; their records, once all ended."""
+    workers = min(plan.workers, len(group))
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(workers):
+        slots.put(slot)
+
+    def work(stage: Stage) -> dict[str, Any]:
+        slot = slots.get()
+        try:
+            note: dict[str, Any] = {"log": str(Path("logs") / f"{Path(stage.output_name).stem}.log")}
+            env = None  # a stage running alone keeps the environment, so it computes what inline does
+            if workers > 1:
+                env = pinned_env(slot, workers, gpus, cpus)
+                note["worker"] = {"slot": slot, "threads": int(env["OMP_NUM_THREADS"]),
+                                  "CUDA_VISIBLE_DEVICES": env.get("CUDA_VISIBLE_DEVICES", "")}
+            with open(plan.paths.root / note["log"], "a") as log:
+                return run_stage(plan, stage, log, env=env, note=note)
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pneumoloc-stage") as pool:
+        futures = [pool.submit(work, stage) for stage in group]
+        results = [f.exception() or f.result() for f in futures]  # waits for every stage
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result  # Stopped (a signal) or a runner error: the runner records it
+    return results
+
+
 @EXECUTORS.register("local")
 def run_local(plan: Plan) -> str | None:
     """Up to ``plan.workers`` stages of one step at once, each in its own processes.
 
-    Each stage writes papermill's output to ``<run>/logs/<stage>.log`` (interleaved output of
-    concurrent stages would be unreadable). A group runs to its end even when one of its stages
-    fails (the others' results are valid); the run then stops before the next step.
+    Stages running side by side are pinned (:func:`pinned_env`); a stage running alone keeps this
+    process's environment. Each stage writes papermill's output to ``<run>/logs/<stage>.log``
+    (interleaved output of concurrent stages would be unreadable). A step runs to its end even
+    when one of its stages fails (the others' results are valid); the run then stops before the
+    next step.
     """
-    gpus, cpus = _visible_gpus(), _cpu_count()
-    logs = plan.paths.root / "logs"
-    logs.mkdir(exist_ok=True)
+    gpus = _visible_gpus() if plan.workers > 1 else []
+    (plan.paths.root / "logs").mkdir(exist_ok=True)
     for group in steps(plan.stages):
         plan.stop.check()
-        workers = min(plan.workers, len(group))
-        slots: queue.Queue[int] = queue.Queue()
-        for slot in range(workers):
-            slots.put(slot)
-
-        def work(stage: Stage) -> dict[str, Any]:
-            slot = slots.get()
-            try:
-                env = pinned_env(slot, workers, gpus, cpus)
-                note = {"worker": {"slot": slot, "threads": int(env["OMP_NUM_THREADS"]),
-                                   "CUDA_VISIBLE_DEVICES": env.get("CUDA_VISIBLE_DEVICES", "")},
-                        "log": str(Path("logs") / f"{Path(stage.output_name).stem}.log")}
-                with open(plan.paths.root / note["log"], "a") as log:
-                    return run_stage(plan, stage, log, env=env, note=note)
-            finally:
-                slots.put(slot)
-
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pneumoloc-stage") as pool:
-            futures = [pool.submit(work, stage) for stage in group]
-            results = [f.exception() or f.result() for f in futures]  # waits for every stage
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result  # Stopped (a signal) or a runner error: the runner records it
-        for stage, rec in zip(group, results):
+        for stage, rec in zip(group, _run_step(plan, group, gpus, _cpu_count())):
             if rec["status"] != "ok":
                 return failure_message(stage, plan.paths, rec)
     return None

@@ -90,7 +90,8 @@ class ManifestStore:
 
 
 def describe(manifest: dict[str, Any]) -> str:
-    """A table of the run for ``pneumoloc status``: each stage's state, job, node, times, log."""
+    """A table of the run for ``pneumoloc status``: each stage's state, Slurm job, node, times and log
+    (papermill's output, relative to the run folder; submitit's own logs are in the manifest)."""
     head = (f"run {manifest.get('run')}  status {manifest.get('status')}  executor "
             f"{manifest.get('executor', 'inline')}  started {manifest.get('started')}  ended {manifest.get('ended')}")
     rows = [("stage", "status", "job", "node", "started", "ended", "log")]
@@ -98,7 +99,7 @@ def describe(manifest: dict[str, Any]) -> str:
         job = rec.get("job") or {}
         rows.append((rec.get("name", "?"), rec.get("status", "?"), str(job.get("id", "")),
                      str(job.get("node", "")), str(rec.get("started", "")), str(rec.get("ended", "")),
-                     str(job.get("stdout", ""))))
+                     str(rec.get("log") or job.get("stdout", ""))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
     errors = [f"  {r['name']}: {r['error'].get('message')}" for r in manifest.get("stages", [])

@@ -210,7 +210,7 @@ def run_spec(spec_path: str | Path, only: list[str] | None = None, start: str | 
         previous = _previous_manifest(paths.manifest)
         done = {s.get("name"): s for s in previous.get("stages", []) if isinstance(s, dict)}
         manifest = _new_manifest(spec, previous, chosen)
-        manifest.update(executor=executor, workers=workers)
+        manifest.update(executor=executor, workers=workers, run_dir=str(paths.root))
         records = {rec["name"]: rec for rec in manifest["stages"]}
         to_run, extra = _plan_stages(spec, paths, records, done, chosen, force, resume)
         store.write(manifest)
