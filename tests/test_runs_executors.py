@@ -176,3 +176,44 @@ def test_the_readme_cluster_spec_passes_the_check(tmp_path):
     (tmp_path / "cluster.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
     plan = check_run(tmp_path / "cluster.yaml", executor="slurm")
     assert "02_train_backbone[vit_b_16]" in plan and "gpus_per_node=4" in plan
+
+
+SLEEPER = """import os, pathlib, time
+tmp = pathlib.Path(run_dir, f"pid_{name}.tmp")
+tmp.write_text(str(os.getpid()))
+tmp.rename(pathlib.Path(run_dir, f"pid_{name}.txt"))
+time.sleep(120)"""
+CLI = ("import sys; from pathlib import Path; from pneumoloc import cli; from pneumoloc.runs import spec as runspec\n"
+       "runspec.NOTEBOOKS_DIR = Path(sys.argv[1]); runspec.library_hash = lambda: 'fixed'\n"
+       "sys.exit(cli.main(sys.argv[2:]))")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_stage_the_local_executor_runs(tmp_path, nbdir):
+    import signal
+    import time
+
+    import psutil
+
+    write_notebook(nbdir / "s_sleep.ipynb", PARAMS, SLEEPER)
+    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: s_sleep\n    foreach: {name: [p, q]}\n")
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", CLI, str(nbdir), "run", str(s), "--executor", "local",
+                             "--workers", "2", "--run-dir", str(run), "--figures-dir", str(tmp_path / "f")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not all((run / f"pid_{n}.txt").exists() for n in "pq"):
+        assert proc.poll() is None and time.time() < deadline, "the two kernels did not start"
+        time.sleep(0.1)
+    kernels = [psutil.Process(int((run / f"pid_{n}.txt").read_text())) for n in "pq"]
+    try:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+        gone, alive = psutil.wait_procs(kernels, timeout=15)
+        assert not alive, f"kernels still running: {alive}"
+    finally:
+        for k in kernels:
+            if k.is_running():
+                k.kill()
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "interrupted" and [r["status"] for r in m["stages"]] == ["interrupted"] * 2
