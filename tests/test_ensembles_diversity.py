@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from pneumoloc.ensembles.diversity import (disagreement, error_correlation, errors, map_agreement_matrix,
-                                           map_rank_correlation, pixel_spread)
+from pneumoloc.ensembles.diversity import (disagreement, error_correlation, error_diversity, errors,
+                                           map_agreement_matrix, map_rank_correlation, pixel_spread)
 
 
 def test_errors_and_disagreement_by_hand():
@@ -15,6 +15,18 @@ def test_errors_and_disagreement_by_hand():
     d = disagreement((p >= 0.5).astype(int), ["a", "b"])
     # decisions a=[1,1,0,0], b=[0,1,1,0]: differ on images 0 and 2
     assert d.loc["a", "b"] == pytest.approx(0.5) and d.loc["a", "a"] == 0
+
+
+def test_error_diversity_bundles_errors_correlation_and_disagreement():
+    y = np.array([1, 0, 1, 0])
+    p = np.array([[0.9, 0.2], [0.6, 0.7], [0.4, 0.8], [0.1, 0.3]])
+    div = error_diversity(y, p, ["a", "b"])
+    np.testing.assert_array_equal(div.errors, errors(y, p))
+    assert div.correlation.equals(error_correlation(errors(y, p), ["a", "b"]))
+    assert div.disagreement.equals(disagreement((p >= 0.5).astype(int), ["a", "b"]))
+    assert div.errors_per_member == {"a": 2, "b": 2}
+    # a higher threshold turns a's 0.6 on the negative image 1 into a correct decision
+    assert error_diversity(y, p, ["a", "b"], threshold=0.65).errors_per_member == {"a": 1, "b": 2}
 
 
 def test_error_correlation_matches_numpy_corrcoef():

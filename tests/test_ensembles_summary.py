@@ -74,7 +74,9 @@ def test_contrast_case_figure_draws_the_chosen_images_or_nothing(tmp_path):
     matplotlib.use("Agg")
     from PIL import Image
 
-    from pneumoloc.data.tables import DatasetTables
+    from pneumoloc.ensembles.report import EnsembleMaps
+    from pneumoloc.localize.ground_truth import GroundTruth
+    from pneumoloc.localize.metrics import boxes_by_image
     from pneumoloc.plots.ensembles import plot_contrast_cases
 
     ids = [f"i{k}" for k in range(4)]
@@ -83,11 +85,77 @@ def test_contrast_case_figure_draws_the_chosen_images_or_nothing(tmp_path):
     images = pd.DataFrame({"image_id": ids, "patient_id": ids, "path": [str(tmp_path / f"{i}.png") for i in ids],
                            "label": [1, 0, 1, 0], "width": 30, "height": 20})
     boxes = pd.DataFrame({"image_id": ["i0", "i2"], "x": [3.0, 6.0], "y": [2.0, 4.0], "w": [9.0, 6.0], "h": [8.0, 4.0]})
-    tables = DatasetTables(images, boxes, name="t", root=str(tmp_path))
+    gt = GroundTruth(images, boxes_by_image(boxes, ids), np.zeros((4, 8, 8), bool), None)
     maps = np.random.default_rng(0).random((2, 4, 8, 8))
-    fig = plot_contrast_cases(tables, np.array(ids), maps, ["a", "b"], maps.mean(0), maps.std(0),
-                              np.array([0.2, 0.9, 0.7, 0.1]), 2)
+
+    def ensemble_maps(agreement):
+        return EnsembleMaps(method="gradcam", split="test", members=["a", "b"], image_ids=np.array(ids),
+                            member_maps=maps, ensemble_maps={"ens_mean": maps.mean(0)},
+                            weights={"mean": np.ones(2) / 2},
+                            agreement=pd.DataFrame(), spread=maps.std(0), per_image_agreement=agreement, gt=gt,
+                            n_requested=4)
+
+    fig = plot_contrast_cases(ensemble_maps(np.array([0.2, 0.9, 0.7, 0.1])), "ens_mean", 2)
     titles = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]  # one row per case, labelled by its id
     assert any("i0" in t for t in titles) and any("i2" in t for t in titles)  # boxed images first
-    assert plot_contrast_cases(tables, np.array(ids), maps, ["a", "b"], maps.mean(0), maps.std(0),
-                               np.full(4, np.nan), 2) is None
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["a", "b", "ensemble", "spread (sd)"]
+    assert plot_contrast_cases(ensemble_maps(np.full(4, np.nan)), "ens_mean", 2) is None
+
+
+def test_efficiency_frontier_figure_has_a_panel_per_cost_and_score():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pneumoloc.plots.ensembles import plot_efficiency_frontier
+
+    frontier = pd.DataFrame({"params": [1e6, 2e6, 3e6], "latency_ms": [1.0, 3.0, 4.0], "roc_auc": [0.7, 0.8, 0.9],
+                             "hit": [0.5, 0.4, 0.6], "kind": "member"}, index=["mobilenet_v3", "resnet18", "ens_mean"])
+    fig = plot_efficiency_frontier(frontier, highlight=["mobilenet_v3"])
+    labels = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes]
+    assert labels == [("params", "roc_auc"), ("latency_ms", "roc_auc"), ("params", "hit"), ("latency_ms", "hit")]
+    assert "ens_mean" in [t.get_text() for t in fig.axes[0].texts]  # points labelled by system name
+
+
+def test_describe_names_the_reference_and_the_greedy_picks(fit):
+    preds, sy = fit
+    assert sy.describe() == (f"best single model on validation: {sy.reference} "
+                             f"(val ROC-AUC {sy.val_auc[sy.reference]:.3f})")
+    greedy = summary.fit_systems(preds, ["greedy"])
+    picks = greedy.fitted["greedy"].params["picks"][: greedy.fitted["greedy"].params["n_selected"]]
+    assert greedy.describe().splitlines()[1] == f"greedy picks (in order): {picks}"
+
+
+def test_save_systems_writes_every_systems_predictions_and_the_fit(fit, tmp_path):
+    import json
+
+    preds, sy = fit
+    summary.save_systems(tmp_path / "ens", preds, sy, {"n_boot": 5})
+    table = pd.read_csv(tmp_path / "ens" / "predictions.csv")
+    assert len(table) == 7 * (len(preds.labels("val")) + len(preds.labels("test")))
+    stored = json.loads((tmp_path / "ens" / "ensembles.json").read_text())
+    assert stored["members"] == ["m1", "m2", "m3"] and stored["reference"] == sy.reference
+    assert stored["val_roc_auc"] == pytest.approx(sy.val_auc.to_dict())
+    assert stored["combiners"]["auto_auc"]["weights"] == pytest.approx(sy.fitted["auto_auc"].weights.tolist())
+    assert stored["parameters"] == {"n_boot": 5} and stored["provenance"]["git_commit"]
+    assert set(stored["member_checkpoints"]) == {"m1", "m2", "m3"}
+
+
+def test_mobilenet_claim_counts_frontiers_or_says_there_is_none():
+    frontier = pd.DataFrame({"front_params_roc_auc": [True, False], "front_latency_ms_roc_auc": [True, True]},
+                            index=["mobilenet_v3", "resnet18"])
+    assert summary.mobilenet_claim(frontier, ["mobilenet_v3"]) == \
+        "MobileNet claim: {'mobilenet_v3': 'on 2 of 2 frontiers'}"
+    assert summary.mobilenet_claim(frontier, []) == "MobileNet claim: no MobileNet among the members of this run"
+
+
+def test_save_summary_writes_the_numbers_and_the_captioned_latex(tmp_path):
+    table = pd.DataFrame({"roc_auc": [0.8, 0.9]}, index=["a", "ens_mean"])
+    pretty = pd.DataFrame({"ROC-AUC": ["0.800 [0.700, 0.900]", "0.900"], "Δ vs a": ["0.000", "0.100"]},
+                          index=["a", "ens_mean"])
+    caption = summary.summary_caption("tiny_run", "gradcam", 50)
+    assert caption.startswith("Ensembles vs members on test (tiny_run, maps: gradcam); 95\\% CIs")
+    assert "(50 resamples)" in caption
+    summary.save_summary(tmp_path, table, pretty, caption)
+    assert pd.read_csv(tmp_path / "summary.csv")["system"].tolist() == ["a", "ens_mean"]
+    assert (tmp_path / "summary.tex").read_text() == summary.summary_latex(pretty, caption)
+    assert "tiny\\_run" in (tmp_path / "summary.tex").read_text()

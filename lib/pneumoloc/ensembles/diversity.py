@@ -17,13 +17,14 @@ Map diversity (on the same images, same map size):
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
-    "errors", "error_correlation", "disagreement", "map_rank_correlation",
+    "errors", "error_correlation", "disagreement", "ErrorDiversity", "error_diversity", "map_rank_correlation",
     "map_agreement_matrix", "pixel_spread", "per_image_agreement", "contrast_cases",
 ]
 
@@ -56,6 +57,29 @@ def disagreement(decisions: np.ndarray, names: Sequence[str] | None = None) -> p
     d = np.asarray(decisions, dtype=float)
     mat = (d.T @ (1 - d) + (1 - d).T @ d) / d.shape[0]
     return _frame(mat, names)
+
+
+@dataclass(frozen=True)
+class ErrorDiversity:
+    """Members' errors at one threshold on the same images, and how they overlap."""
+
+    errors: np.ndarray  # [n, M] 0/1 error indicators
+    correlation: pd.DataFrame  # member x member error correlation (phi)
+    disagreement: pd.DataFrame  # member x member share of images with differing decisions
+
+    @property
+    def errors_per_member(self) -> dict[str, int]:
+        """Number of images each member gets wrong."""
+        return {m: int(e) for m, e in zip(self.correlation.index, self.errors.sum(axis=0))}
+
+
+def error_diversity(y: np.ndarray, probs: np.ndarray, names: Sequence[str] | None = None,
+                    threshold: float = 0.5) -> ErrorDiversity:
+    """:func:`errors`, :func:`error_correlation` and :func:`disagreement` of the members'
+    decisions ``prob >= threshold`` (``probs`` is ``[n, M]``)."""
+    err = errors(y, probs, threshold)
+    decisions = (np.asarray(probs, dtype=float) >= threshold).astype(int)
+    return ErrorDiversity(err, error_correlation(err, names), disagreement(decisions, names))
 
 
 def _row_ranks(x: np.ndarray) -> np.ndarray:

@@ -9,26 +9,37 @@ from a member are dropped and counted (never silently misaligned).
 Comparisons (:func:`compare_systems`) are on the TEST split against a reference
 system (the best single model on VALIDATION): each metric with a patient-bootstrap CI,
 the paired-bootstrap CI of the difference (same patient resamples for both systems),
-and DeLong's test for the ROC-AUC difference.
+and DeLong's test for the ROC-AUC difference. :class:`EnsembleMaps` holds the members' maps
+of one method with each ensemble's map, the members' agreement and the ground truth, for the
+map figures and :func:`compare_map_localization`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..evaluate.bootstrap import Estimate, patient_resamples, percentile_interval
 from ..models.outputs import DIGEST_KEY, load_predictions as load_model_predictions
+from .combiners import ensemble_map
+from .diversity import map_agreement_matrix, per_image_agreement, pixel_spread
+
+if TYPE_CHECKING:
+    from ..localize.ground_truth import GroundTruth
 
 __all__ = [
-    "PredictionSet", "trained_models", "load_predictions", "classification_metrics",
-    "compare_systems", "load_member_maps", "PRED_COLUMNS", "localization_scores",
-    "compare_localization", "compare_map_localization", "format_ci", "LOC_METRICS",
+    "PredictionSet", "trained_models", "ensemble_members", "load_predictions", "classification_metrics",
+    "compare_systems", "CLASSIFICATION_HEADERS", "load_member_maps", "EnsembleMaps", "load_ensemble_maps",
+    "PRED_COLUMNS", "localization_scores", "compare_localization", "compare_map_localization", "format_ci",
+    "LOC_METRICS",
 ]
 
 PRED_COLUMNS = ("image_id", "patient_id", "split", "label", "prob")
+# Columns of compare_systems shown in notebook 05's test table (format_ci), with their printed headers.
+CLASSIFICATION_HEADERS = {"roc_auc": "ROC-AUC", "d_roc_auc": "Δ ROC-AUC", "delong_p": "DeLong p", "pr_auc": "PR-AUC",
+                          "d_pr_auc": "Δ PR-AUC", "accuracy": "accuracy", "f1": "F1"}
 
 
 @dataclass
@@ -80,6 +91,20 @@ def trained_models(run) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if run.model_predictions(p.name).exists())
+
+
+def ensemble_members(run, backbones: Sequence[str] = ()) -> list[str]:
+    """The models to combine: ``backbones``, or every trained model of the run when empty.
+
+    Raises:
+        ValueError: fewer than two models (an ensemble of one model is that model).
+    """
+    trained = trained_models(run)
+    models = list(backbones) or trained
+    if len(models) < 2:
+        raise ValueError(f"an ensemble needs >= 2 trained models; {run.root} has {trained}: "
+                         "train more with notebook 02")
+    return models
 
 
 def _read_member(run, name: str) -> pd.DataFrame:
@@ -228,6 +253,77 @@ def load_member_maps(run, models: Sequence[str], method: str,
     return np.asarray(ids), np.stack([s.take(ids) for s in sets.values()])
 
 
+@dataclass(frozen=True)
+class EnsembleMaps:
+    """Members' stored maps of one method on the images all of them have, each ensemble's map,
+    how much the members agree, and the ground truth the maps are scored against.
+
+    Attributes:
+        method: the stored map method (notebook 03).
+        split: the split the images come from.
+        members: member names, the first axis of ``member_maps``.
+        image_ids: ``[N]``, row-aligned with every map stack and with ``gt``.
+        member_maps: ``[M, N, S, S]`` float32.
+        ensemble_maps: ``{"ens_<combiner>": [N, S, S]}``, the combiner's member weights applied
+            by :func:`~pneumoloc.ensembles.combiners.ensemble_map`.
+        weights: ``{combiner: member weights}`` of those maps.
+        agreement: member x member mean per-image Spearman correlation
+            (:func:`~pneumoloc.ensembles.diversity.map_agreement_matrix`).
+        spread: ``[N, S, S]`` per-pixel standard deviation across members.
+        per_image_agreement: ``[N]`` mean pairwise Spearman correlation (NaN without a ranking).
+        gt: :class:`~pneumoloc.localize.ground_truth.GroundTruth` of the images at map size.
+        n_requested: images of the split asked for; those lacking a map of some member are left out.
+    """
+
+    method: str
+    split: str
+    members: list[str]
+    image_ids: np.ndarray
+    member_maps: np.ndarray
+    ensemble_maps: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+    agreement: pd.DataFrame
+    spread: np.ndarray
+    per_image_agreement: np.ndarray
+    gt: GroundTruth
+    n_requested: int
+
+    @property
+    def size(self) -> int:
+        """Side S of the maps."""
+        return int(self.member_maps.shape[-1])
+
+    def describe(self) -> str:
+        """Three lines: images with maps, the member weights of each ensemble map, spread and agreement."""
+        weights = {c: np.round(w, 3).tolist() for c, w in self.weights.items()}
+        return (f"{len(self.image_ids)} of {self.n_requested} {self.split} images have {self.method!r} maps from all "
+                f"members (map size {self.size})\nmember weights of each ensemble map: {weights}\n"
+                f"mean pixel spread {self.spread.mean():.3f}; "
+                f"per-image agreement median {np.nanmedian(self.per_image_agreement):.3f}")
+
+
+def load_ensemble_maps(run, preds: PredictionSet, method: str, fitted: dict, split: str = "test") -> EnsembleMaps:
+    """:class:`EnsembleMaps` of the members of ``preds`` on the images of ``split`` (in its order).
+
+    Args:
+        run: :class:`~pneumoloc.environment.RunPaths` holding the stored maps and dataset tables.
+        fitted: combiner -> :class:`~pneumoloc.ensembles.combiners.FittedEnsemble`, whose weights
+            make the ensemble maps (uniform for combiners whose weights are not convex).
+    """
+    from ..data.tables import load_tables
+    from ..localize.ground_truth import ground_truth
+
+    requested = preds.image_ids(split)
+    ids, maps = load_member_maps(run, preds.members, method, requested)
+    weights = {c: e.weights for c, e in fitted.items()}
+    return EnsembleMaps(
+        method=method, split=split, members=list(preds.members), image_ids=ids, member_maps=maps,
+        ensemble_maps={f"ens_{c}": ensemble_map(maps, w) for c, w in weights.items()}, weights=weights,
+        agreement=map_agreement_matrix(maps, preds.members), spread=pixel_spread(maps),
+        per_image_agreement=per_image_agreement(maps), gt=ground_truth(load_tables(run), ids, int(maps.shape[-1])),
+        n_requested=len(requested))
+
+
 LOC_METRICS = ("hit", "energy", "auprc", "lung_energy", "lar", "iou@otsu")
 
 
@@ -291,12 +387,12 @@ def compare_localization(scores: dict[str, dict], groups: Sequence, reference: s
     return pd.DataFrame(rows)
 
 
-def compare_map_localization(member_maps: np.ndarray, members: Sequence[str], ensemble_maps: dict[str, np.ndarray],
-                             gt, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """:func:`compare_localization` of every member's maps (``[M, N, H, W]``) and every ensemble
-    map (``{name: [N, H, W]}``) against the ground truth ``gt`` of the same N images."""
-    scores = {m: localization_scores(member_maps[k], gt) for k, m in enumerate(members)}
-    scores.update({name: localization_scores(maps, gt) for name, maps in ensemble_maps.items()})
+def compare_map_localization(maps: EnsembleMaps, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """:func:`compare_localization` of every member's maps and every ensemble map against the
+    ground truth of the same images (``maps.gt``)."""
+    gt = maps.gt
+    scores = {m: localization_scores(maps.member_maps[k], gt) for k, m in enumerate(maps.members)}
+    scores.update({name: localization_scores(ens, gt) for name, ens in maps.ensemble_maps.items()})
     return compare_localization(scores, gt.images["patient_id"].to_numpy(str), reference, n_boot, seed)
 
 

@@ -6,21 +6,29 @@ latency; an ensemble costs the sum of the members it uses) with its test ROC-AUC
 localization, and marks the Pareto-optimal ones per (cost, score) pair. The summary joins
 classification (with paired differences to the reference), calibration, cost and localization
 into one row per system, written as CSV, LaTeX and a figure.
+
+Artifacts written here, into notebook 05's folder (``<run>/ensembles/``): ``predictions.csv`` and
+``ensembles.json`` (:func:`save_systems`), ``summary.csv`` and ``summary.tex`` (:func:`save_summary`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..environment import provenance
+from ..storage import save_json, save_table, write_bytes
 from .combiners import best_single, fit_ensemble, member_auc
 from .efficiency import pareto_front
 from .report import PredictionSet, format_ci
 
-__all__ = ["Systems", "fit_systems", "systems", "predictions_table", "weights_table", "members_used",
-           "efficiency_frontier", "frontier_counts", "summary_table", "summary_latex", "COST_COLUMNS", "LOC_NAMES"]
+__all__ = ["Systems", "fit_systems", "systems", "predictions_table", "weights_table", "save_systems", "members_used",
+           "efficiency_frontier", "frontier_counts", "mobilenet_claim", "summary_table", "summary_latex",
+           "summary_caption", "save_summary", "COST_COLUMNS", "LOC_NAMES"]
 
 COST_COLUMNS = ["params", "latency_ms", "ms_per_image_batched"]
 # Localization metrics of the frontier and the summary, with their printed names.
@@ -39,6 +47,14 @@ class Systems:
     reference: str  # the member with the best validation ROC-AUC
     val: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
+
+    def describe(self) -> str:
+        """The reference and its validation ROC-AUC; with a greedy ensemble, the members it picked in order."""
+        lines = [f"best single model on validation: {self.reference} (val ROC-AUC {self.val_auc[self.reference]:.3f})"]
+        if "greedy" in self.fitted:
+            greedy = self.fitted["greedy"].params
+            lines.append(f"greedy picks (in order): {greedy['picks'][: greedy['n_selected']]}")
+        return "\n".join(lines)
 
 
 def fit_systems(preds: PredictionSet, combiners: Sequence[str]) -> Systems:
@@ -67,6 +83,19 @@ def weights_table(val_auc: pd.Series, fitted: dict, members: Sequence[str]) -> p
     """Members' validation ROC-AUC beside each combiner's member weights."""
     weights = pd.DataFrame({c: pd.Series(e.weights, index=list(members)) for c, e in fitted.items()})
     return pd.concat([val_auc, weights], axis=1)
+
+
+def save_systems(folder: str | os.PathLike, preds: PredictionSet, fit: Systems, parameters: dict) -> None:
+    """Write ``predictions.csv`` (:func:`predictions_table` of both splits) and ``ensembles.json``
+    (members and the checkpoints behind their predictions, reference, members' validation ROC-AUC,
+    each combiner's weights and fit, the notebook's parameters, provenance) into ``folder``."""
+    folder = Path(folder)
+    save_table(folder / "predictions.csv", predictions_table(preds, {"val": fit.val, "test": fit.test}))
+    save_json(folder / "ensembles.json", {
+        "members": fit.members, "member_checkpoints": preds.checkpoints, "reference": fit.reference,
+        "val_roc_auc": fit.val_auc.to_dict(),
+        "combiners": {c: {"weights": e.weights, "params": e.params} for c, e in fit.fitted.items()},
+        "parameters": parameters, "provenance": provenance()})
 
 
 def members_used(fitted: dict, members: Sequence[str]) -> dict[str, list[str]]:
@@ -104,6 +133,13 @@ def frontier_counts(frontier: pd.DataFrame, models: Sequence[str]) -> dict[str, 
     return {m: f"on {int(frontier.loc[m, fronts].sum())} of {len(fronts)} frontiers" for m in models}
 
 
+def mobilenet_claim(frontier: pd.DataFrame, mobilenets: Sequence[str]) -> str:
+    """The paper's claim that MobileNet is the efficient choice, checked: on how many frontiers
+    each MobileNet member sits (:func:`frontier_counts`), or that the run has none."""
+    counts = frontier_counts(frontier, mobilenets) if mobilenets else "no MobileNet among the members of this run"
+    return f"MobileNet claim: {counts}"
+
+
 def summary_table(classification: pd.DataFrame, calibration: pd.DataFrame, frontier: pd.DataFrame,
                   localization: pd.DataFrame, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per system: the numbers (``summary``) and the paper's strings (``pretty``)."""
@@ -124,3 +160,17 @@ def summary_latex(pretty: pd.DataFrame, caption: str, label: str = "tab:ensemble
     """``pretty`` as a LaTeX table (``pandas.to_latex``); Δ printed as "diff.", underscores escaped."""
     return pretty.rename(columns=lambda c: c.replace("Δ", "diff.")).to_latex(
         escape=True, caption=caption.replace("_", "\\_"), label=label)
+
+
+def summary_caption(run_name: str, map_method: str, n_boot: int) -> str:
+    """Caption of the paper's summary table (LaTeX: ``%`` escaped)."""
+    return (f"Ensembles vs members on test ({run_name}, maps: {map_method}); 95\\% CIs by patient bootstrap "
+            f"({n_boot} resamples); diff. = system minus the best single model on validation.")
+
+
+def save_summary(folder: str | os.PathLike, table: pd.DataFrame, pretty: pd.DataFrame, caption: str) -> None:
+    """Write :func:`summary_table`'s numbers as ``summary.csv`` and its strings as ``summary.tex``
+    (:func:`summary_latex` with ``caption``) into ``folder``."""
+    folder = Path(folder)
+    save_table(folder / "summary.csv", table.reset_index(names="system"))
+    write_bytes(folder / "summary.tex", summary_latex(pretty, caption).encode())

@@ -9,7 +9,7 @@ import pandas as pd
 
 __all__ = [
     "plot_differences", "plot_matrix", "plot_reliability", "plot_frontier", "plot_map_cases",
-    "plot_table", "plot_localization", "plot_contrast_cases",
+    "plot_table", "plot_localization", "plot_contrast_cases", "plot_efficiency_frontier",
 ]
 
 
@@ -190,29 +190,38 @@ def plot_localization(table: pd.DataFrame, reference: str = ""):
     return fig
 
 
-def plot_contrast_cases(tables, image_ids: Sequence[str], member_maps: np.ndarray, names: Sequence[str],
-                        ensemble: np.ndarray, spread: np.ndarray, agreement: np.ndarray, n_cases: int):
+def plot_contrast_cases(maps, ensemble: str, n_cases: int):
     """:func:`plot_map_cases` for the images where members agree least and most
     (:func:`pneumoloc.ensembles.diversity.contrast_cases`, images with a box first), over the
     radiographs with their boxes; None when agreement is undefined on every image.
 
     Args:
-        tables: the run's dataset tables; ``image_ids`` index the maps' second axis.
-        member_maps: ``[M, N, S, S]``; ensemble, spread: ``[N, S, S]``; agreement: ``[N]``.
+        maps: :class:`pneumoloc.ensembles.report.EnsembleMaps` (member maps, ensemble maps, spread,
+            per-image agreement and the images' ground truth).
+        ensemble: the ensemble map shown, a key of ``maps.ensemble_maps`` (``"ens_<combiner>"``).
+        n_cases: rows of the figure.
     """
     from ..data.cache import resize_square
     from ..data.images import read_grayscale
     from ..ensembles.diversity import contrast_cases
-    from ..localize.metrics import boxes_by_image
 
-    boxes = boxes_by_image(tables.boxes, image_ids)
+    agreement, boxes, img = maps.per_image_agreement, maps.gt.boxes, maps.gt.images
     cases = contrast_cases(agreement, np.array([len(b) > 0 for b in boxes]), n_cases)
     if len(cases) == 0:
         return None
-    size = member_maps.shape[-1]
-    img = tables.images.set_index("image_id").loc[image_ids]
+    size = maps.size
     scale = np.c_[size / img["width"], size / img["height"], size / img["width"], size / img["height"]]
-    titles = [f"{image_ids[i]} (label {img['label'].iloc[i]})\nagreement {agreement[i]:.2f}" for i in cases]
+    titles = [f"{maps.image_ids[i]} (label {img['label'].iloc[i]})\nagreement {agreement[i]:.2f}" for i in cases]
     images = np.stack([resize_square(read_grayscale(img["path"].iloc[i]), size) for i in cases])
-    return plot_map_cases(member_maps[:, cases], names, ensemble[cases], spread[cases], titles, images=images,
-                          boxes=[boxes[i] * scale[i] for i in cases])
+    return plot_map_cases(maps.member_maps[:, cases], maps.members, maps.ensemble_maps[ensemble][cases],
+                          maps.spread[cases], titles, images=images, boxes=[boxes[i] * scale[i] for i in cases])
+
+
+def plot_efficiency_frontier(frontier: pd.DataFrame, highlight: Sequence[str] = ()):
+    """:func:`plot_frontier` of :func:`pneumoloc.ensembles.summary.efficiency_frontier`'s table:
+    parameters and batch-1 latency against test ROC-AUC and each localization metric it holds."""
+    from ..ensembles.summary import LOC_NAMES
+
+    scores = ["roc_auc", *[m for m in LOC_NAMES if m in frontier]]
+    return plot_frontier(frontier.reset_index(names="system"), ["params", "latency_ms"], scores, label="system",
+                         highlight=highlight)
