@@ -255,3 +255,13 @@ def test_tiny_spec_on_slurm_equals_inline_after_a_requeue_mid_training(tmp_path,
     assert requeued["parameters"]["resume"] is True  # the requeued job continued from last.pt
     assert all(r["job"]["id"] for r in m["stages"])
     _assert_same_artifacts(inline_root / "run", run)
+
+
+def test_without_slurm_commands_the_slurm_executor_says_where_to_run(tmp_path, nbdir, monkeypatch, capsys):
+    from pneumoloc import cli
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: c_after\n")
+    code = cli.main(["run", str(s), "--executor", "slurm", "--run-dir", str(tmp_path / "run"),
+                     "--figures-dir", str(tmp_path / "f")])
+    assert code == 2 and "needs Slurm's sbatch, squeue, scancel, scontrol on PATH" in capsys.readouterr().err

@@ -26,6 +26,7 @@ stage ends with the results of an uninterrupted one.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -48,6 +49,7 @@ __all__ = ["StageJob", "run_slurm", "sbatch_parameters", "PREEMPT_SIGNAL"]
 PREEMPT_SIGNAL = "USR1"  # sent by Slurm SIGNAL_DELAY_S before the time limit or a preemption
 SIGNAL_DELAY_S = 90  # time left to stop the stage cleanly and requeue
 _POLL_S = 2.0  # how often the runner reads the queue and the manifest while it waits
+SLURM_TOOLS = ("sbatch", "squeue", "scancel", "scontrol")  # submitit submits and requeues with these
 _ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 
 
@@ -248,8 +250,13 @@ def run_slurm(plan: Plan) -> str | None:
     """Submit the plan's stages to Slurm and wait for them; the first failure's message, or ``None``.
 
     Raises:
+        ValueError: Slurm's commands are not installed here.
         RunLocked: jobs of an earlier run of this folder are still queued.
     """
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise ValueError(f"--executor slurm needs Slurm's {', '.join(missing)} on PATH: run it on a login "
+                         "node of the cluster (or use --executor local on this machine)")
     _refuse_live_jobs(plan)
     if not plan.stages:
         return None
