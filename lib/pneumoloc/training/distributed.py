@@ -23,10 +23,15 @@ on this node (``torch.multiprocessing`` spawn, ``env://`` rendezvous as torchrun
 
 Failures: when a rank dies or raises, the others are stopped and :class:`DistributedTrainingError`
 names every failed rank with its signal or error; a rank stuck in a collective raises after
-``timeout_s`` (the process group's timeout). Several nodes: run the same command once per node
-(e.g. ``srun --ntasks-per-node=1 pneumoloc train ... --nodes 2 --devices 4``) with
-``MASTER_ADDR``/``MASTER_PORT`` set and ``NODE_RANK`` or Slurm's ``SLURM_NODEID``; node 0's rank
-0 writes, so the model folder must be on a shared filesystem.
+``timeout_s`` (the process group's timeout). A launcher that dies (a killed notebook kernel, a
+preempted job) takes its ranks with it: torch's spawn sets ``PR_SET_PDEATHSIG`` in every rank, so
+no orphan keeps writing into the model folder while a requeued job resumes from ``last.pt``
+(checked by hand: after a SIGKILL of the launcher both ranks were gone within the 20 s watched).
+
+Several nodes: run the same command once per node (e.g. ``srun --ntasks-per-node=1 pneumoloc
+train ... --nodes 2 --devices 4``) with ``MASTER_ADDR``/``MASTER_PORT`` set and ``NODE_RANK`` or
+Slurm's ``SLURM_NODEID``; node 0's rank 0 writes, so the model folder must be on a shared
+filesystem.
 """
 from __future__ import annotations
 
@@ -215,7 +220,7 @@ def _failures(ctx, error: Exception, node_rank: int, devices: int, world: int) -
     return "; ".join(lines) or str(error)
 
 
-def _result(out_dir: Path, cfg: TrainConfig, epoch_before: int | None, device: str) -> TrainResult:
+def _result(out_dir: Path, epoch_before: int | None, device: str) -> TrainResult:
     """What rank 0 wrote, read back as :func:`train` returns it."""
     import pandas as pd
 
@@ -284,7 +289,7 @@ def train_on_devices(cfg: TrainConfig, data: TrainData, out_dir, devices: int = 
             "last finished epoch (resume=True continues from it)") from e
     if node_rank != 0:
         return None
-    return _result(out_dir, cfg, epoch_before, "cuda:0" if cuda else "cpu")
+    return _result(out_dir, epoch_before, "cuda:0" if cuda else "cpu")
 
 
 def train_in_run(run_dir: str, cfg: TrainConfig, devices: int = 1, nodes: int = 1, resume: bool = False,

@@ -133,7 +133,8 @@ def _affine(x: torch.Tensor, cfg: AugmentConfig, g: _Draws) -> torch.Tensor:
     on = _fires(b, cfg.p_affine, g)
     angle = torch.deg2rad(_uniform(b, -cfg.rotate_deg, cfg.rotate_deg, g))
     zoom = 1 + _uniform(b, -cfg.scale, cfg.scale, g)
-    shift = torch.stack([_uniform(b, -cfg.shift, cfg.shift, g), _uniform(b, -cfg.shift, cfg.shift, g)], 1) * 2  # grid units span 2
+    shift_x, shift_y = _uniform(b, -cfg.shift, cfg.shift, g), _uniform(b, -cfg.shift, cfg.shift, g)
+    shift = torch.stack([shift_x, shift_y], 1) * 2  # normalized grid units span 2
     flip = torch.where(_fires(b, cfg.hflip, g), -1.0, 1.0)
     idx = torch.nonzero(on | (flip < 0)).flatten()
     if idx.numel() == 0:
