@@ -40,7 +40,8 @@ def test_defaults_and_per_entry_overrides(tmp_path, nbdir):
 
 def test_resources_do_not_change_fingerprints(tmp_path, nbdir):
     plain = runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n"))
-    asked = runspec.load_spec(_spec(tmp_path, "name: t\nresources: {gpus_per_node: 8}\nnotebooks:\n  - notebook: a_ok\n"))
+    asked = runspec.load_spec(_spec(tmp_path, "name: t\nresources: {gpus_per_node: 8}\n"
+                                              "notebooks:\n  - notebook: a_ok\n"))
     assert plain.stages[0].fingerprint == asked.stages[0].fingerprint
 
 

@@ -4,8 +4,9 @@ Each notebook entry of the spec becomes one job, or one job array when it has a 
 (one task per backbone), all submitted at once with ``--dependency=afterok:<jobs of the step
 before>`` (https://slurm.schedmd.com/sbatch.html#OPT_dependency; steps:
 :func:`pneumoloc.runs.executors.steps`): the backbones of 02 train in parallel, also when they
-are split over several entries for different resources, 03 starts when all of them succeeded, and with ``--kill-on-invalid-dep=yes`` the jobs after a
-failed one are cancelled by Slurm instead of waiting forever. Options come from the stage's
+are split over several entries for different resources, 03 starts when all of them succeeded,
+and with ``--kill-on-invalid-dep=yes`` the jobs after a failed one are cancelled by Slurm
+instead of waiting forever. Options come from the stage's
 ``resources`` (:mod:`pneumoloc.runs.resources`). submitit pickles each job (a :class:`StageJob`)
 and its logs into ``<run>/slurm/``.
 
