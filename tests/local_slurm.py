@@ -22,7 +22,7 @@ from pathlib import Path
 
 __all__ = ["LocalSlurm", "missing_daemons"]
 
-DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol")
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
 
 def missing_daemons() -> list[str]:
