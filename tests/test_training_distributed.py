@@ -15,7 +15,6 @@ The first-order model assumes gradient sums that do not cancel badly; on this ru
 is ~1e-7, while a real mismatch (each rank normalising its shard with its own BatchNorm statistics)
 moves the curve by 2-4e-2 (test_local_batchnorm_changes_the_curve).
 """
-import math
 import os
 import signal
 import subprocess
@@ -29,13 +28,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tolerances import gamma_lambda
+
 from pneumoloc.training.batches import prepare_data, rank_positions, sample_keys
 from pneumoloc.training.config import TrainConfig
 from pneumoloc.training.distributed import DistributedTrainingError, rendezvous
 from pneumoloc.training.transforms import AugmentConfig, augment_batch, to_unit
 
-U = 2.0 ** -24
-LAMBDA = 8.0
 # timm's test ResNet has BatchNorm in every block and no dropout: the BatchNorm choice shows in the curves
 TINY = dict(backbone="test_resnet", image_size=32, epochs=2, batch_size=8, eval_batch_size=8,
             sampler="weighted", scheduler="cosine", lr=3e-3, device="cpu", channels_last=False)
@@ -43,7 +42,7 @@ TINY = dict(backbone="test_resnet", image_size=32, epochs=2, batch_size=8, eval_
 
 def loss_tolerance(steps: int, n_max: int) -> float:
     """Relative bound on the loss difference of two reduction orders after ``steps`` (module docstring)."""
-    return 2 * steps * math.expm1(LAMBDA * math.sqrt(n_max) * U)
+    return 2 * steps * gamma_lambda(n_max)
 
 
 @pytest.fixture(scope="module")
