@@ -229,3 +229,15 @@ def test_notebook_02_trains_on_two_ranks_from_its_kernel(tmp_path):
     model = run / "models" / "test_resnet"
     assert {"best.pt", "last.pt", "history.csv", "predictions.csv", "metrics.json"} <= {p.name for p in model.iterdir()}
     assert len(pd.read_csv(model / "history.csv")) == 2
+
+
+def test_train_data_sends_a_cached_memmap_by_name_and_a_view_by_value(images):
+    import pickle
+
+    _, data = _data(images)
+    assert isinstance(data.images, np.memmap)
+    whole = pickle.dumps(data)
+    assert len(whole) < data.images.nbytes  # the file name travels, not the pixels
+    np.testing.assert_array_equal(pickle.loads(whole).images, data.images)
+    data.images = data.images[2:]  # a view: its offset is the file's, so it must travel by value
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(data)).images, data.images)

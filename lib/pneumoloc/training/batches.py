@@ -10,6 +10,7 @@ position in the epoch: :func:`sample_keys`), so N ranks see the batches of one p
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,7 @@ class TrainData:
         # a cached memmap travels to other processes (training ranks) by file name, not by value
         state = dict(self.__dict__)
         img = self.images
-        if isinstance(img, np.memmap) and img.filename and img.base is not None:
+        if _whole_file(img):
             state["images"] = ("memmap", img.filename, img.dtype.str, img.shape, img.offset)
         return state
 
@@ -58,6 +59,16 @@ class TrainData:
             _, name, dtype, shape, offset = img
             state["images"] = np.memmap(name, dtype=np.dtype(dtype), mode="r", shape=shape, offset=offset)
         self.__dict__.update(state)
+
+
+def _whole_file(img: np.ndarray) -> bool:
+    """Whether ``img`` maps all of its file's data (the cache), not a view that another offset would miss."""
+    if not isinstance(img, np.memmap) or not img.filename or img.base is None or not img.flags.c_contiguous:
+        return False
+    try:
+        return img.offset + img.nbytes == os.path.getsize(img.filename)
+    except OSError:
+        return False
 
 
 def prepare_data(images: pd.DataFrame, cfg: TrainConfig, findings: list[str] | tuple = (),
