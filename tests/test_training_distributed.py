@@ -15,6 +15,7 @@ The first-order model assumes gradient sums that do not cancel badly; on this ru
 is ~1e-7, while a real mismatch (each rank normalising its shard with its own BatchNorm statistics)
 moves the curve by 2-4e-2 (test_local_batchnorm_changes_the_curve).
 """
+import dataclasses
 import os
 import signal
 import subprocess
@@ -90,6 +91,10 @@ def test_augmentation_of_an_image_depends_on_its_key_not_on_its_batch():
     torch.testing.assert_close(halves, whole[[0, 2, 4, 1, 3, 5]], rtol=0, atol=1e-6)
     other = augment_batch(x, AugmentConfig(), keys=sample_keys(seed=0, epoch=4, positions=np.arange(6)))
     assert not torch.equal(other, augment_batch(x, AugmentConfig(), keys=keys))
+    # noise alone: torch seeds from the low 32 bits, where the keys of two epochs agree
+    noise = dataclasses.replace(AugmentConfig(), p_affine=0, p_color=0, p_gamma=0, p_noise=1.0, p_blur=0, p_cutout=0)
+    epoch4 = sample_keys(seed=0, epoch=4, positions=np.arange(6))
+    assert not torch.equal(augment_batch(x, noise, keys=keys), augment_batch(x, noise, keys=epoch4))
 
 
 def test_rendezvous_reads_torchrun_and_slurm_variables():
@@ -241,3 +246,34 @@ def test_train_data_sends_a_cached_memmap_by_name_and_a_view_by_value(images):
     np.testing.assert_array_equal(pickle.loads(whole).images, data.images)
     data.images = data.images[2:]  # a view: its offset is the file's, so it must travel by value
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(data)).images, data.images)
+
+
+def test_dropout_mask_of_an_image_depends_on_its_key_not_on_its_batch():
+    from pneumoloc.training.keyed_dropout import batch_keys, key_dropout
+
+    net = torch.nn.Sequential(torch.nn.Linear(6, 64), torch.nn.Dropout(0.5)).train()
+    assert key_dropout(net) == 1
+    x, keys = torch.randn(6, 6), sample_keys(seed=0, epoch=1, positions=np.arange(6))
+    with batch_keys(keys):
+        whole = net(x)
+    with batch_keys(keys[0::2]):
+        even = net(x[0::2])
+    with batch_keys(keys[1::2]):
+        odd = net(x[1::2])
+    torch.testing.assert_close(torch.cat([even, odd]), whole[[0, 2, 4, 1, 3, 5]], rtol=0, atol=0)
+    assert 0.3 < float((whole == 0).float().mean()) < 0.7
+    with batch_keys(sample_keys(seed=0, epoch=2, positions=np.arange(6))):
+        assert not torch.equal(net(x), whole)
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_process_with_the_dropout_head(images, tmp_path):
+    """The paper's MLP head (dropout 0.3 / 0.2, BatchNorm1d) trains alike on one process and two ranks."""
+    from pneumoloc.training.distributed import train_on_devices
+
+    cfg, data = _data(images, head="mlp")
+    one = train_on_devices(cfg, data, tmp_path / "one", devices=1, progress=False).history
+    two = train_on_devices(cfg, data, tmp_path / "two", devices=2, progress=False).history
+    tol = loss_tolerance(4, n_max=8 * 16 * 16)
+    for col in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(two[col], one[col], rtol=tol, err_msg=col)

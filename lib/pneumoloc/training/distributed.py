@@ -17,7 +17,8 @@ on this node (``torch.multiprocessing`` spawn, ``env://`` rendezvous as torchrun
   batch's noisier statistics); synchronising costs two small all-reduces per BatchNorm layer
   and keeps a run's result independent of how many devices trained it. (``torch.nn.SyncBatchNorm``
   runs on GPUs only and drops the activation of timm's BatchNormAct layers, hence our own.)
-- gradients all-reduced by ``DistributedDataParallel``; dropout masks drawn per rank;
+- each image's ``nn.Dropout`` masks drawn from its key too (:mod:`pneumoloc.training.keyed_dropout`);
+- gradients all-reduced by ``DistributedDataParallel``;
 - only rank 0 writing ``last.pt``, ``best.pt`` and ``history.csv``. The caller (notebook 02,
   ``pneumoloc train``) is the parent process and writes everything else.
 

@@ -9,8 +9,9 @@ index into a memory map, converted and augmented as one tensor
 (:mod:`pneumoloc.training.transforms`), so an epoch costs model compute, not decoding.
 
 Reproducibility: every random draw of an epoch (sampling order, augmentation,
-dropout) is seeded from ``(seed, epoch)`` alone (augmentation per image, from its
-position in the epoch; dropout per rank), and ``last.pt`` stores model,
+dropout) is seeded from ``(seed, epoch)`` alone (augmentation and ``nn.Dropout``
+masks per image, from its position in the epoch: :mod:`pneumoloc.training.keyed_dropout`;
+other global draws, such as timm's drop-path, per rank), and ``last.pt`` stores model,
 optimizer, scheduler and early-stopping state after each finished epoch. Hence
 the same seed gives the same metrics twice, and ``resume=True`` after an
 interruption ends with exactly the metrics of an uninterrupted run (on the CPU;
@@ -56,6 +57,7 @@ import torch
 from ..evaluate.classification import roc_auc
 from .batches import TrainData, epoch_order, make_batch, predict, rank_positions, sample_keys
 from .config import OPTIMIZERS, SCHEDULERS, TrainConfig
+from .keyed_dropout import batch_keys, key_dropout
 from .losses import build_loss
 from .transforms import AugmentConfig
 
@@ -141,9 +143,11 @@ def train_epoch(model, data, cfg, epoch, loss_fn, opt, sched, scaler, device, pr
     bar = tqdm(steps, desc=f"{cfg.backbone} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
     for b, pos in enumerate(bar):
         batch = order[pos[0] - ranks.rank:pos[0] - ranks.rank + cfg.batch_size]  # the global batch
-        x, y = make_batch(data, order[pos], device, aug, None, channels_last=cfg.channels_last, keys=keys[pos])
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=cuda and cfg.amp):
-            loss = loss_fn(model(x).float(), y)
+        rows = order[pos]
+        x, y = make_batch(data, rows, device, aug, None, channels_last=cfg.channels_last, keys=keys[pos])
+        with batch_keys(keys[pos][np.argsort(rows, kind="stable")]), \
+                torch.autocast(device_type=device.type, dtype=torch.float16, enabled=cuda and cfg.amp):
+            loss = loss_fn(model(x).float(), y)  # make_batch orders the rows as argsort does
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(
@@ -257,6 +261,7 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = False, prog
                         image_size=cfg.image_size, **cfg.head_options).to(device)
     if cfg.channels_last:  # measured per backbone in the TrainConfig comment; ViT is unaffected
         model = model.to(memory_format=torch.channels_last)
+    key_dropout(model)  # each image's dropout mask from its key, whatever its batch or rank
     net = ranks.wrap(model)  # trains; `model` (the same weights) predicts and is saved
     loss_fn = build_loss(cfg.loss, targets=data.targets[train_rows], gamma=cfg.focal_gamma,
                          alpha=cfg.focal_alpha, num_outputs=len(data.outputs)).to(device)

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MEAN", "STD", "to_unit", "normalize", "to_input", "AugmentConfig", "augment_batch", "uniforms"]
+__all__ = ["MEAN", "STD", "to_unit", "normalize", "to_input", "AugmentConfig", "augment_batch", "uniforms", "mix64",
+           "generator_seeds"]
 
 MEAN = 0.5  # (x/255 - MEAN) / STD maps a typical radiograph to roughly zero mean, unit spread
 STD = 0.25
@@ -94,13 +95,24 @@ _DRAWS = 32  # uniform numbers per image: the policy uses 17 (one column per dra
 _GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
-def uniforms(keys: np.ndarray, n: int = _DRAWS) -> torch.Tensor:
-    """``[B, n]`` float32 uniforms in [0, 1), row b a function of ``keys[b]`` alone (SplitMix64)."""
+def mix64(keys: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """SplitMix64 of ``(key, counter)`` pairs (broadcast): uint64 whose every bit depends on all bits of both."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps modulo 2**64 by design
-        z = np.asarray(keys).astype(np.uint64)[:, None] * _GOLDEN + np.arange(1, n + 1, dtype=np.uint64) * _MIX1
+        z = np.asarray(keys).astype(np.uint64) * _GOLDEN + np.asarray(counters).astype(np.uint64) * _MIX1
         z = (z ^ (z >> np.uint64(30))) * _MIX1
         z = (z ^ (z >> np.uint64(27))) * _MIX2
-        z = z ^ (z >> np.uint64(31))
+        return z ^ (z >> np.uint64(31))
+
+
+def generator_seeds(keys: np.ndarray, salt: int) -> list[int]:
+    """One ``torch.Generator`` seed per key. torch seeds its Mersenne Twister from the low 32 bits
+    only, so the key is mixed first: keys differing in any bit (the epoch's) get other streams."""
+    return [int(z) for z in mix64(keys, np.full(len(keys), salt, dtype=np.uint64)) % np.uint64(2 ** 63)]
+
+
+def uniforms(keys: np.ndarray, n: int = _DRAWS) -> torch.Tensor:
+    """``[B, n]`` float32 uniforms in [0, 1), row b a function of ``keys[b]`` alone (SplitMix64)."""
+    z = mix64(np.asarray(keys)[:, None], np.arange(1, n + 1, dtype=np.uint64)[None])
     return torch.from_numpy((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24))  # exact in float32
 
 
@@ -116,8 +128,8 @@ class _Draws:
 
     def noise(self, rows: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """Standard normal noise images for ``rows``, each from its own key's generator."""
-        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(k) ^ 0x5DEECE66D))
-                            for k in self.keys[rows.cpu().numpy()].astype(np.uint64) % np.uint64(2 ** 63)])
+        seeds = generator_seeds(self.keys[rows.cpu().numpy()], salt=_DRAWS + 1)  # a counter no column uses
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
 def _uniform(n: int, low: float, high: float, g: _Draws) -> torch.Tensor:
