@@ -193,8 +193,8 @@ def _worker(local_rank: int, cfg: TrainConfig, data: TrainData, out_dir: str, re
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-        if "OMP_NUM_THREADS" not in os.environ:  # the ranks share the cores
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
+        cores = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)  # a local executor's share
+        torch.set_num_threads(max(1, cores // devices))  # the ranks split the cores, never oversubscribe
     dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))
     try:
