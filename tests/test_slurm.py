@@ -201,10 +201,14 @@ def _assert_same_artifacts(expected, actual):
 
     from pneumoloc.storage import load_torch
 
+    # Both runs import the library from the working tree: an edit between them also changes results.
+    made_by = [json.loads((root / "models" / "resnet18" / "metrics.json").read_text())["provenance"]["git_commit"]
+               for root in (expected, actual)]
     for name in COMPARED:
         a, b = (pd.read_csv(root / name, dtype={"image_id": str, "patient_id": str}) for root in (expected, actual))
         keep = [c for c in a.columns if not any(t in c for t in VOLATILE)]
-        pd.testing.assert_frame_equal(a[keep], b[keep], check_exact=True, obj=name)
+        pd.testing.assert_frame_equal(a[keep], b[keep], check_exact=True,
+                                      obj=f"{name} (inline run at {made_by[0]}, Slurm run at {made_by[1]})")
     for backbone in ("resnet18", "mobilenet_v3"):
         a, b = (json.loads((root / "models" / backbone / "metrics.json").read_text()) for root in (expected, actual))
         assert _without_volatile(a) == _without_volatile(b), f"models/{backbone}/metrics.json differs"
