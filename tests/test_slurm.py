@@ -72,6 +72,19 @@ def test_checkpoint_requeues_the_stage_with_resume(tmp_path, nbdir):
     assert StageJob(plain, None).checkpoint().function.extra == {}  # the notebook declares no resume
 
 
+def test_a_stale_queue_state_never_overwrites_a_jobs_outcome(tmp_path):
+    from pneumoloc.runs.manifest import ManifestStore
+    from pneumoloc.runs.slurm import _note_queue_state
+
+    store = ManifestStore(tmp_path / "manifest.json")
+    store.write({"stages": [{"name": "a", "status": "ok", "job": {"id": "7", "state": "COMPLETED"}},
+                            {"name": "b", "status": "pending", "job": {"id": "8", "state": "PENDING"}}]})
+    _note_queue_state(store, "a", "7", "RUNNING", "node1")  # read from squeue just before the job ended
+    _note_queue_state(store, "b", "8", "RUNNING", "node2")
+    a, b = store.read()["stages"]
+    assert a["job"]["state"] == "COMPLETED" and b["job"] == {"id": "8", "state": "RUNNING", "node": "node2"}
+
+
 def test_sbatch_parameters_come_from_the_resources(tmp_path, nbdir):
     s = runspec.load_spec(spec(tmp_path, "name: t\ntimeout: 600\nresources: {partition: gpu, mem_gb: 1.5}\n"
                                          "notebooks:\n  - notebook: c_after\n    resources: {gpus_per_node: 2}\n"))
@@ -88,6 +101,7 @@ def test_stages_become_jobs_and_arrays_chained_by_afterok(tmp_path, nbdir, slurm
     m = run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", executor="slurm")
     assert m["executor"] == "slurm" and [r["status"] for r in m["stages"]] == ["ok"] * 4, m["stages"]
     p, q, r, after = (r["job"] for r in m["stages"])
+    assert {j["state"] for j in (p, q, r, after)} == {"COMPLETED"}
     array = p["id"].split("_")[0]
     assert array == q["id"].split("_")[0] and len({array, r["id"], after["id"]}) == 3  # an array, a job, then
     script = {j: (tmp_path / "run" / "slurm" / f"{j}_submission.sh").read_text() for j in (array, r["id"], after["id"])}

@@ -208,10 +208,21 @@ def _poll(plan: Plan, submitted: dict[str, str]) -> bool:
                 plan.store.update_stage(name, _lost(rec))
             continue
         finished = False
-        state, node = queued[job_id]
-        if rec.get("job", {}).get("state") != state:
-            plan.store.update_stage(name, {"job": {**rec.get("job", {}), "state": state, "node": node}})
+        if rec.get("job", {}).get("state") != queued[job_id][0]:
+            _note_queue_state(plan.store, name, job_id, *queued[job_id])
     return finished
+
+
+def _note_queue_state(store: ManifestStore, name: str, job_id: str, state: str, node: str) -> None:
+    """Record a job's queue state, unless the job has meanwhile written its own outcome (the
+    queue was read before the manifest, so the state may already be stale)."""
+    def change(manifest: dict[str, Any]) -> None:
+        rec = next(r for r in manifest["stages"] if r["name"] == name)
+        job = rec.get("job") or {}
+        if job.get("id") == job_id and rec["status"] not in FINAL_STATES:
+            rec["job"] = {**job, "state": state, "node": node}
+
+    store.update(change)
 
 
 def _cancel(submitted: dict[str, str], plan: Plan, stopped: Stopped) -> None:
