@@ -62,3 +62,16 @@ def test_bad_resources_name_the_spec_and_key(tmp_path, nbdir, resources, message
     with pytest.raises(ValueError, match=r"spec\.yaml: " + ("notebook entry 'a_ok': " if where == "entry" else "")
                        + r"resources\b.*" + message):
         runspec.load_spec(_spec(tmp_path, body))
+
+
+def test_two_entries_with_the_same_stage_name_are_an_error(tmp_path, nbdir):
+    """Entries of one notebook in a row run side by side (one step); each needs its own stage name,
+    hence its own output notebook and manifest record."""
+    ok = runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p]}\n"
+                                           "  - notebook: a_ok\n    foreach: {name: [q]}\n"))
+    assert [st.name for st in ok.stages] == ["a_ok[p]", "a_ok[q]"]
+    with pytest.raises(ValueError, match=r"spec\.yaml: stage 'a_ok\[p\]' appears twice.*foreach"):
+        runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p]}\n"
+                                          "  - notebook: a_ok\n    foreach: {name: [p]}\n"))
+    with pytest.raises(ValueError, match=r"stage 'a_ok' appears twice"):
+        runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n  - notebook: a_ok\n"))

@@ -69,5 +69,5 @@ def test_timeout_must_be_a_positive_number(tmp_path, nbdir, value, where):
 
 def test_valid_timeouts(tmp_path, nbdir):
     s = runspec.load_spec(_spec(tmp_path, "name: t\ntimeout: 90\nnotebooks:\n  - notebook: a_ok\n"
-                                          "    timeout: 2.5\n  - notebook: a_ok\n"))
+                                          "    timeout: 2.5\n  - notebook: a_ok\n    foreach: {name: [b]}\n"))
     assert s.timeout == 90.0 and [x.timeout for x in s.stages] == [2.5, 90.0]

@@ -201,8 +201,19 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunS
     stray = sorted(set(overrides or {}) - {k for s in spec.stages for k in s.parameters})
     if stray:
         raise ValueError(f"{path}: overrides {stray} are declared by no notebook of this spec")
+    _check_unique_names(path, spec.stages)
     _fingerprint(spec)
     return spec
+
+
+def _check_unique_names(spec_path: Path, stages: list[Stage]) -> None:
+    """Each stage has its own name: it names the executed notebook and the manifest record."""
+    seen: set[str] = set()
+    for stage in stages:
+        if stage.name in seen:
+            raise ValueError(f"{spec_path}: stage {stage.name!r} appears twice; give entries of the same notebook "
+                             "different foreach values (e.g. foreach: {backbone: [vit_b_16]})")
+        seen.add(stage.name)
 
 
 def _fingerprint(spec: RunSpec) -> None:
