@@ -7,8 +7,9 @@ Clients (``sbatch``, ``squeue``, ``scontrol``) find the cluster through ``SLURM_
 
 The configuration is the smallest one that runs batch jobs in a container: processes are
 tracked through their parent pids (``proctrack/linuxproc``), no task plugin or cgroups, no
-accounting; ``select/cons_tres`` with ``CR_CPU`` so that two one-CPU jobs share the node
-(https://slurm.schedmd.com/slurm.conf.html).
+accounting; ``select/cons_tres`` with ``CR_CPU`` so that two one-CPU jobs share the node; job
+credentials that expire after 10 s instead of 120 s, since Slurm holds a requeued job until the
+credential of its killed run has expired (https://slurm.schedmd.com/slurm.conf.html, AuthInfo).
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class LocalSlurm:
         lines = {
             "ClusterName": "pneumoloc", "SlurmctldHost": self.host, "SlurmUser": user, "SlurmdUser": user,
             "SlurmctldPort": _free_port(), "SlurmdPort": _free_port(),
-            "AuthType": "auth/munge", "CredType": "cred/munge", "AuthInfo": f"socket={self.socket}",
+            "AuthType": "auth/munge", "CredType": "cred/munge", "AuthInfo": f"socket={self.socket},cred_expire=10",
             "StateSaveLocation": d / "state", "SlurmdSpoolDir": d / "spool",
             "SlurmctldPidFile": d / "slurmctld.pid", "SlurmdPidFile": d / "slurmd.pid",
             "SlurmctldLogFile": d / "slurmctld.log", "SlurmdLogFile": d / "slurmd.log",
@@ -120,21 +121,6 @@ class LocalSlurm:
         self._spawn("slurmd", "-D", "-f", str(self.conf))
         self._wait(self._node_idle, "the Slurm node did not become idle", "slurmd.log", timeout=60.0)
         return self
-
-    def start_requeued_now(self, job_id: str, timeout: float = 60.0) -> None:
-        """Let requeued job ``job_id`` start at once: Slurm holds a requeued batch job back (its
-        BeginTime is set some time ahead), which would only make the tests wait."""
-        env = {**os.environ, **self.env}
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            state = subprocess.run(["squeue", "-h", "-j", job_id, "--states=all", "-o", "%T"], env=env,
-                                   capture_output=True, text=True).stdout.strip()
-            if state == "PENDING":
-                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env,
-                               capture_output=True, check=True)
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"job {job_id} was not pending again within {timeout} s (last state {state!r})")
 
     def stop(self) -> None:
         """Stop the daemons we started, by pid, newest first; keep the folder for post-mortems."""

@@ -184,7 +184,6 @@ def test_preemption_signal_checkpoints_and_requeues_with_resume(tmp_path, nbdir,
         time.sleep(0.2)
     job = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"][0]["job"]["id"]
     subprocess.run(["scancel", "--signal=USR1", job], check=True, capture_output=True)
-    slurm.start_requeued_now(job)
     runner.join(300)
     assert not runner.is_alive() and "m" in result, "the run did not finish"
     rec = result["m"]["stages"][0]
@@ -260,7 +259,6 @@ def test_tiny_spec_on_slurm_equals_inline_after_a_requeue_mid_training(tmp_path,
                    if r["name"] == "02_train_backbone[resnet18]")
         assert rec["status"] == "running", rec
         subprocess.run(["scontrol", "requeue", rec["job"]["id"]], check=True, capture_output=True)
-        slurm.start_requeued_now(rec["job"]["id"])
         out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
