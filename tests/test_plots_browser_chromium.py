@@ -185,14 +185,35 @@ def exercise_every_control(bp: pd_.BrowserPage, name: str) -> dict:
     return st
 
 
+def run_all_cells(page, attempts: int = 3) -> None:
+    """Run > Run All Cells until execution visibly starts (a prompt shows ``[*]`` or a count).
+
+    The kernel indicator can read idle before the kernel's session is connected, and run
+    requests sent then are dropped: the cells stay ``[ ]``. Running all cells again is safe
+    (nothing has run yet), so the menu is used again when no prompt changes.
+    """
+    started = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-InputPrompt')]
+                      .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(started, timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+
+
 def test_jupyterlab_notebook_03(chromium, lab, tmp_path):
     url, token, _ = lab
     with watched_page(chromium, tmp_path, "jupyterlab") as (page, watch):
         page.goto(f"{url}/lab/tree/03_gradcam_gallery.ipynb?token={token}")
         page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
                                timeout=120_000)
-        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        run_all_cells(page)
         page.wait_for_selector("img.pneumoloc-image", state="attached", timeout=300_000)
         page.locator("img.pneumoloc-image").scroll_into_view_if_needed()
         bp = pd_.BrowserPage(page)
