@@ -71,3 +71,32 @@ def test_valid_timeouts(tmp_path, nbdir):
     s = runspec.load_spec(_spec(tmp_path, "name: t\ntimeout: 90\nnotebooks:\n  - notebook: a_ok\n"
                                           "    timeout: 2.5\n  - notebook: a_ok\n    foreach: {name: [b]}\n"))
     assert s.timeout == 90.0 and [x.timeout for x in s.stages] == [2.5, 90.0]
+
+
+def _names(groups):
+    return [[stage.name for stage in group] for group in groups]
+
+
+def test_foreach_entries_of_one_notebook_in_a_row_form_one_step(tmp_path, nbdir):
+    s = runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p, q]}\n"
+                                          "  - notebook: a_ok\n    foreach: {name: [r]}\n"))
+    assert _names(runspec.steps(s.stages)) == [["a_ok[p]", "a_ok[q]", "a_ok[r]"]]
+
+
+def test_a_plain_entry_after_a_foreach_of_its_notebook_is_a_step_of_its_own(tmp_path, nbdir):
+    """Per-backbone map jobs (03 foreach) then the gallery over all of them (plain 03): the plain
+    entry reads what the foreach stages wrote, so it must wait for them and rerun when they change."""
+    body = ("name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p, q]}\n    parameters: {value: 1}\n"
+            "  - notebook: a_ok\n  - notebook: a_ok\n    foreach: {name: [r]}\n")
+    s = runspec.load_spec(_spec(tmp_path, body))
+    assert _names(runspec.steps(s.stages)) == [["a_ok[p]", "a_ok[q]"], ["a_ok"], ["a_ok[r]"]]
+    changed = runspec.load_spec(_spec(tmp_path, body.replace("value: 1", "value: 2")))
+    assert [a.fingerprint != b.fingerprint for a, b in zip(s.stages, changed.stages)] == [True, True, True, True]
+
+
+def test_stages_of_one_step_do_not_depend_on_each_other(tmp_path, nbdir):
+    body = "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p, q]}\n    overrides: {q: {value: 1}}\n"
+    s = runspec.load_spec(_spec(tmp_path, body))
+    changed = runspec.load_spec(_spec(tmp_path, body.replace("value: 1", "value: 2")))
+    assert s.stages[0].fingerprint == changed.stages[0].fingerprint
+    assert s.stages[1].fingerprint != changed.stages[1].fingerprint

@@ -4,8 +4,8 @@ The runner (:mod:`pneumoloc.runs.runner`) loads the spec, holds the run folder's
 which stages are up to date and writes the manifest; an executor then runs the rest:
 
 * ``inline`` (default): one stage after another in this process's children;
-* ``local``: the stages of one step (:func:`steps`: a ``foreach``, one stage per backbone) do not
-  depend on each other, so up to ``workers`` of them run at once, each pinned to its own GPUs through
+* ``local``: the stages of one step (:func:`pneumoloc.runs.spec.steps`: a ``foreach``, one stage
+  per backbone) do not depend on each other, so up to ``workers`` of them run at once, each pinned to its own GPUs through
   ``CUDA_VISIBLE_DEVICES`` when there are GPUs, and to its share of the CPU threads
   (``OMP_NUM_THREADS``, which torch reads at start-up); steps still run in spec order;
 * ``slurm`` (:mod:`pneumoloc.runs.slurm`): every stage becomes a Slurm job submitted with submitit.
@@ -21,17 +21,16 @@ import queue
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from ..environment import RunPaths
 from ..registry import Registry
 from .manifest import ManifestStore
-from .spec import RunSpec, Stage
+from .spec import RunSpec, Stage, steps
 from .stage import StopRequest, execute_stage, now
 
-__all__ = ["Plan", "EXECUTORS", "steps", "run_stage", "pinned_env", "failure_message"]
+__all__ = ["Plan", "EXECUTORS", "run_stage", "pinned_env", "failure_message"]
 
 Executor = Callable[["Plan"], "str | None"]
 EXECUTORS: Registry[Executor] = Registry("executor", modules=("pneumoloc.runs.slurm",))
@@ -57,14 +56,6 @@ class Plan:
     stop: StopRequest
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     workers: int = 1
-
-
-def steps(stages: list[Stage]) -> list[list[Stage]]:
-    """Stages grouped into steps, in order: consecutive stages of one notebook (a ``foreach`` entry,
-    or several entries of that notebook in a row, e.g. one per resource need) do not read each
-    other's artifacts, so a step's stages may run at once; a step needs every step before it.
-    Fingerprints follow the same rule (:func:`pneumoloc.runs.spec.load_spec`)."""
-    return [list(group) for _, group in groupby(stages, key=lambda s: s.notebook)]
 
 
 def failure_message(stage: Stage, paths: RunPaths, rec: dict[str, Any]) -> str:

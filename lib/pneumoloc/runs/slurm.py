@@ -3,7 +3,7 @@
 Each notebook entry of the spec becomes one job, or one job array when it has a ``foreach``
 (one task per backbone), all submitted at once with ``--dependency=afterok:<jobs of the step
 before>`` (https://slurm.schedmd.com/sbatch.html#OPT_dependency; steps:
-:func:`pneumoloc.runs.executors.steps`): the backbones of 02 train in parallel, also when they
+:func:`pneumoloc.runs.spec.steps`): the backbones of 02 train in parallel, also when they
 are split over several entries for different resources, 03 starts when all of them succeeded,
 and with ``--kill-on-invalid-dep=yes`` the jobs after a failed one are cancelled by Slurm
 instead of waiting forever. Options come from the stage's
@@ -38,11 +38,11 @@ from typing import Any
 import submitit
 
 from ..environment import RunPaths
-from .executors import EXECUTORS, Plan, failure_message, steps
+from .executors import EXECUTORS, Plan, failure_message
 from .lock import RunLocked
 from .manifest import FINAL_STATES, ManifestStore
 from .resources import stage_timeout_min
-from .spec import Stage
+from .spec import Stage, steps
 from .stage import Stopped, execute_stage, now, resume_parameters, stop_signals
 
 __all__ = ["StageJob", "run_slurm", "sbatch_parameters", "PREEMPT_SIGNAL"]

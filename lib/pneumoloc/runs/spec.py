@@ -40,7 +40,7 @@ from ..environment import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_DIR, resolve
 from .params import Parameter, declared_parameters, type_error
 from .resources import check_resources, merge_resources
 
-__all__ = ["Stage", "RunSpec", "load_spec", "library_hash"]
+__all__ = ["Stage", "RunSpec", "load_spec", "library_hash", "steps"]
 
 _SPEC_KEYS = {"name", "timeout", "parameters", "notebooks", "description", "resources"}
 _STAGE_KEYS = {"notebook", "parameters", "foreach", "overrides", "timeout", "resources"}
@@ -62,6 +62,7 @@ class Stage:
     timeout: float
     fingerprint: str = ""
     entry: int = 0  # index of its notebook entry: one Slurm job or job array per entry
+    foreach: bool = False  # one value of a ``foreach`` entry: independent of its siblings (see steps)
     resources: dict[str, Any] = field(default_factory=dict)  # cluster resources, not in the fingerprint
 
 
@@ -168,7 +169,7 @@ def _expand_parameters(spec_path: Path, entry: dict, common: dict, default_timeo
         params.update({k: v for k, v in (forced or {}).items() if k in defaults})
         name = f"{stem}[{value}]"
         _check_parameters(spec_path, name, params, defaults)
-        stages.append(Stage(name, notebook, f"{stem}__{value}.ipynb", params, timeout))
+        stages.append(Stage(name, notebook, f"{stem}__{value}.ipynb", params, timeout, foreach=True))
     return stages
 
 
@@ -216,22 +217,41 @@ def _check_unique_names(spec_path: Path, stages: list[Stage]) -> None:
         seen.add(stage.name)
 
 
-def _fingerprint(spec: RunSpec) -> None:
-    """Chain hashes over notebook entries: a stage depends on everything before its entry.
+def steps(stages: list[Stage]) -> list[list[Stage]]:
+    """Stages grouped into steps, in order; a step needs every step before it, its stages need
+    nothing of each other and may run at once.
 
-    Stages of one ``foreach`` entry (e.g. one per backbone) do not depend on each
-    other, so changing one backbone's parameters reruns only that backbone and
-    what comes after the entry.
+    Consecutive ``foreach`` stages of one notebook form one step: one ``foreach`` entry (one stage
+    per backbone), or several such entries of that notebook in a row (e.g. one per resource need).
+    An entry without ``foreach`` is a step of its own, so it may read what the stages before it
+    wrote even when they ran the same notebook: ``03_gradcam_gallery`` with ``foreach: {backbone:
+    ...}`` computes each backbone's maps as parallel jobs, and a following plain
+    ``03_gradcam_gallery`` entry reuses them for the cross-backbone gallery and sanity check.
+    """
+    groups: list[list[Stage]] = []
+    for stage in stages:
+        last = groups[-1][-1] if groups else None
+        if last is not None and stage.foreach and last.foreach and stage.notebook == last.notebook:
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return groups
+
+
+def _fingerprint(spec: RunSpec) -> None:
+    """Chain hashes over steps (:func:`steps`): a stage depends on every step before its own.
+
+    Stages of one step (e.g. one per backbone) do not depend on each other, so changing one
+    backbone's parameters reruns only that backbone and the steps after it.
     """
     upstream = hashlib.sha256(library_hash().encode())
-    entry_hash = upstream.copy()
-    previous = None
-    for stage in spec.stages:
-        if stage.notebook != previous:
-            upstream = entry_hash.copy()
-            previous = stage.notebook
-        h = upstream.copy()
-        h.update(stage.notebook.read_bytes())
-        h.update(json.dumps(stage.parameters, sort_keys=True, default=str).encode())
-        stage.fingerprint = h.hexdigest()
-        entry_hash.update(stage.fingerprint.encode())
+    for step in steps(spec.stages):
+        fingerprints = []
+        for stage in step:
+            h = upstream.copy()
+            h.update(stage.notebook.read_bytes())
+            h.update(json.dumps(stage.parameters, sort_keys=True, default=str).encode())
+            stage.fingerprint = h.hexdigest()
+            fingerprints.append(stage.fingerprint)
+        for fingerprint in fingerprints:
+            upstream.update(fingerprint.encode())
