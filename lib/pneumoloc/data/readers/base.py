@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..images import probe_images
 from ..tables import DatasetTables
-from . import register_reader
+from . import listing, register_reader
 
 __all__ = [
     "reader", "read_csv", "check_values", "uncertain_policy", "labeler_findings", "finish", "TooManySkippedError",
@@ -173,6 +173,16 @@ def _refuse_turned_boxed(images: pd.DataFrame, sizes: pd.DataFrame, skipped: pd.
     return sizes.assign(ok=sizes["ok"] & ~turned), pd.concat([skipped, extra], ignore_index=True)
 
 
+def _exists_only(paths: list[str], progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``probe_images``'s ``(sizes, skipped)`` from file existence alone (listing mode): sizes
+    unknown (NaN), orientation taken as upright, a missing file skipped."""
+    ok = np.array([Path(p).is_file() for p in paths], bool)
+    nan = np.full(len(paths), np.nan)
+    sizes = pd.DataFrame({"width": nan, "height": nan, "orientation": np.ones(len(paths), np.int64), "ok": ok})
+    skipped = pd.DataFrame({"path": [str(p) for p, k in zip(paths, ok) if not k], "reason": "file missing"})
+    return sizes, skipped
+
+
 def finish(name: str, root: str, images: pd.DataFrame, boxes: pd.DataFrame | None = None,
            findings: Iterable[str] = (), max_skipped_fraction: float = 0.05,
            progress: bool = True) -> DatasetTables:
@@ -188,7 +198,8 @@ def finish(name: str, root: str, images: pd.DataFrame, boxes: pd.DataFrame | Non
     """
     if len(images) == 0:
         raise LayoutError(f"{name}: no images listed under {root}; see data/README.md for the layout")
-    sizes, skipped = probe_images(images["path"].tolist(), progress=progress)
+    probe = _exists_only if listing() else probe_images
+    sizes, skipped = probe(images["path"].tolist(), progress=progress)
     sizes, skipped = _refuse_turned_boxed(images, sizes, skipped, boxes)
     frac = len(skipped) / len(images)
     if frac > max_skipped_fraction:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import listing
 from .base import LayoutError, check_values, finish, read_csv, reader
 
 __all__ = ["read_rsna", "LAYOUT", "CLASSES"]
@@ -115,7 +116,11 @@ def read_rsna(root: str, not_normal: str = "drop", views: tuple = (),
     if not img_dir.is_dir():
         raise LayoutError(f"{img_dir}: image folder not found; expected layout: {LAYOUT}")
     images["path"] = [str((img_dir / f"{i}.dcm").resolve()) for i in images["image_id"]]
-    images = pd.concat([images, _dicom_tags(images["path"])], axis=1)
+    if listing() and not views:  # listing opens no file; the tags are needed only to filter views
+        tags = pd.DataFrame({"view": None, "sex": None, "age": np.nan}, index=images.index)
+    else:
+        tags = _dicom_tags(images["path"])
+    images = pd.concat([images, tags], axis=1)
     if views:
         images = images[images["view"].isin(views)].reset_index(drop=True)
     findings: list[str] = []
