@@ -250,3 +250,20 @@ def test_missing_stored_maps_and_checkpoints_name_what_exists(report, tmp_path):
         require_maps(RunPaths(tmp_path / "empty", tmp_path / "f"))
     with pytest.raises(ValueError, match=r"backbones \['good'\] have no best.pt"):
         require_trained(run, ["good"])
+
+
+def test_dataset_without_boxes_scores_lar_and_no_shuffled_boxes(tmp_path):
+    """Kermany and CheXpert have no boxes: LAR is scored, box metrics are undefined (listed, not
+    NaN rows) and the shuffled-box baseline, which needs boxes from two patients, is left out."""
+    from pneumoloc.localize.report import score_run
+
+    run, images, _ = _synthetic_run(tmp_path)
+    no_boxes = pd.DataFrame(columns=["image_id", "x", "y", "w", "h"])
+    save_tables(run, DatasetTables(images.drop(columns="split"), no_boxes, "synthetic", str(tmp_path)), images)
+    report = score_run(run, n_boot=20, progress=False, gating=True)
+    m = report.metrics
+    lar = m[(m.metric == "lar") & (m.model != "chance")]
+    assert set(lar.model) == {"good", "bad"} and lar["value"].between(0, 1).all()
+    assert "shuffled_boxes" not in set(m.variant)
+    assert not {"hit", "energy", "auprc"} & set(m.metric)
+    assert {"hit", "energy", "auprc"} <= set(report.undefined.metric)

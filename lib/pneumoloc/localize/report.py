@@ -12,7 +12,8 @@ when every validation image with a box has an all-zero or non-finite map);
 
 Each metric's mean gets a 95% percentile CI resampling patients (:mod:`pneumoloc.evaluate.bootstrap`).
 Beside the maps, the table holds chance rows: ``chance/uniform_lung``, ``chance/box_prior``
-and, for every map, ``variant == "shuffled_boxes"`` (:mod:`pneumoloc.localize.chance`).
+and, for every map, ``variant == "shuffled_boxes"`` (:mod:`pneumoloc.localize.chance`) when the
+split holds boxes of at least two patients.
 """
 from __future__ import annotations
 
@@ -242,10 +243,11 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
         r, pi = _rows(model, method, "maps", info, scores, gt, probs, n_boot, seed, nonzero)
         rows += r
         per_image += pi
-        shuffled = replace(gt, box_masks=shuffled_box_masks(gt.box_masks, gt.images["patient_id"], seed))
-        sc = score_maps(stored, shuffled, probs, thr, rsna_gate, tolerance, detection=False)
-        sc.pop("lar")  # lungs are not shuffled: LAR is the same as for the real boxes
-        rows += _rows(model, method, "shuffled_boxes", info, sc, shuffled, probs, n_boot, seed)[0]
+        if _shuffle_defined(gt):
+            shuffled = replace(gt, box_masks=shuffled_box_masks(gt.box_masks, gt.images["patient_id"], seed))
+            sc = score_maps(stored, shuffled, probs, thr, rsna_gate, tolerance, detection=False)
+            sc.pop("lar")  # lungs are not shuffled: LAR is the same as for the real boxes
+            rows += _rows(model, method, "shuffled_boxes", info, sc, shuffled, probs, n_boot, seed)[0]
     if baselines:
         rows += _chance_rows(tables, gts, rules, rsna_gate, n_boot, seed)
     metrics = pd.DataFrame(rows)
@@ -256,6 +258,13 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
     return LocalizationReport(metrics[~undefined].reset_index(drop=True), per_image,
                               paired_comparisons(per_image, n_boot, seed),
                               metrics[undefined].reset_index(drop=True))
+
+
+def _shuffle_defined(gt: GroundTruth) -> bool:
+    """Shuffled boxes need boxed images from two patients; a dataset without boxes (Kermany,
+    CheXpert) or a split with one boxed patient has no such baseline, only LAR and the chance rows."""
+    boxed = gt.images["patient_id"].to_numpy()[np.asarray(gt.has_box, bool)]
+    return len(set(boxed.astype(str))) >= 2
 
 
 def _sizes(tables, ids) -> tuple[np.ndarray, np.ndarray]:
