@@ -1,4 +1,4 @@
-"""Lung mask sources: CheXmask RLE, dataset PNGs, classical fallback, PSPNet from a local file."""
+"""Lung mask sources: CheXmask (more in test_data_chexmask.py), dataset PNGs, classical fallback, PSPNet from a local file."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,15 +6,6 @@ from PIL import Image
 from references import otsu_lung_mask
 
 from pneumoloc.localize import lung_sources as LM
-
-
-def test_rle_decode_hand_case():
-    # 1-based starts into the row-major flattened 3 x 4 mask
-    m = LM.rle_decode("2 3 9 2", 3, 4)
-    expected = np.zeros(12, bool)
-    expected[1:4] = True
-    expected[8:10] = True
-    assert (m == expected.reshape(3, 4)).all()
 
 
 def _encode(mask):
@@ -29,7 +20,9 @@ def test_chexmask_table_read_by_id(tmp_path):
     left[5:35, 5:25] = True
     right = np.zeros((40, 60), bool)
     right[5:35, 35:55] = True
-    pd.DataFrame({"dicom_id": ["a"], "Left Lung": [_encode(left)], "Right Lung": [_encode(right)],
+    # MIMIC-CXR-JPG.csv names its id column dicom_id (found without id_column)
+    pd.DataFrame({"dicom_id": ["a"], "Dice RCA (Mean)": [0.8], "Dice RCA (Max)": [0.9], "Landmarks": ["1,2"],
+                  "Left Lung": [_encode(left)], "Right Lung": [_encode(right)],
                   "Heart": [""], "Height": [40], "Width": [60]}).to_csv(tmp_path / "cm.csv", index=False)
     images = pd.DataFrame({"image_id": ["a", "zzz"]})
     out = LM.lung_masks("chexmask", images, 12, table=tmp_path / "cm.csv")

@@ -5,10 +5,11 @@ source           exact?    what it reads
 ===============  ========  ==============================================================
 ``dataset``      yes       the images table's ``mask_path`` (PNG, same size as the image,
                            lungs > 0; the phantom's masks are exact)
-``chexmask``     yes*      a CheXmask CSV (Gaggion et al. 2024): one row per image, columns
-                           ``Left Lung`` / ``Right Lung`` holding run-length codes
-                           ``"start length ..."`` (1-based starts into the row-major
-                           flattened ``Height x Width`` mask); read by an id column
+``chexmask``     yes*      a CheXmask CSV (Gaggion et al. 2024; read by
+                           :mod:`pneumoloc.data.chexmask`): both lungs' run-length codes,
+                           masks with ``Dice RCA (Mean)`` below 0.7 dropped; NIH images by
+                           ``Image Index``, RSNA images through the challenge's RSNA -> NIH
+                           mapping file (``mapping=``)
 ``pspnet``       model     torchxrayvision's ChestX-Det PSPNet (Left Lung + Right Lung
                            channels) from a local weights file; never downloads unless
                            ``allow_download=True``
@@ -29,18 +30,21 @@ Each loader returns :class:`LungMasks`; images whose mask is missing are counted
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..data.chexmask import LUNGS, MIN_DICE, ChexmaskRows, read_chexmask, read_rsna_nih_mapping
 from ..registry import Registry
 
 __all__ = ["LungMasks", "LUNG_SOURCES", "register_lung_source", "lung_masks", "resize_mask",
-           "rle_decode", "chexmask_masks", "classical_lung_mask", "pspnet_masks",
+           "chexmask_masks", "classical_lung_mask", "pspnet_masks",
            "PSPNET_WEIGHTS_NAME"]
 
 PSPNET_WEIGHTS_NAME = "pspnet_chestxray_best_model_4.pth"
@@ -54,17 +58,20 @@ class LungMasks:
         approximate: True for sources that are heuristics (the classical fallback).
         missing: images without a mask (their mask is all False; LAR excludes them as
             ``no_lung``).
+        excluded: why they have none, reason -> count, when the source knows (CheXmask).
     """
 
     masks: np.ndarray
     source: str
     approximate: bool
     missing: int
+    excluded: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """One line: the source, flagged when approximate, and how many images have no mask."""
+        """One line: the source, flagged when approximate, and how many images have no mask (and why)."""
         flag = " (APPROXIMATE: LAR and lung-normalized energy are approximate)" if self.approximate else ""
-        return f"lung masks: {self.source}{flag}, {self.missing} missing"
+        why = f" ({', '.join(f'{k}: {v}' for k, v in self.excluded.items())})" if self.excluded else ""
+        return f"lung masks: {self.source}{flag}, {self.missing} missing{why}"
 
 
 LUNG_SOURCES: Registry[Callable[..., LungMasks]] = Registry("lung mask source")
@@ -110,43 +117,102 @@ def dataset_masks(images: pd.DataFrame, size: int) -> LungMasks:
     return LungMasks(out, "dataset", False, missing)
 
 
-def rle_decode(rle: str, height: int, width: int) -> np.ndarray:
-    """CheXmask run-length code -> bool ``[height, width]`` (1-based starts, row-major)."""
-    runs = np.asarray(str(rle).split(), dtype=np.int64)
-    if runs.size % 2:
-        raise ValueError(f"run-length code has an odd number of values ({runs.size})")
-    flat = np.zeros(height * width + 1, np.int32)
-    starts, lengths = runs[0::2] - 1, runs[1::2]
-    np.add.at(flat, starts, 1)  # +1 at each run start, -1 after its end, then a cumsum
-    np.add.at(flat, starts + lengths, -1)
-    return (np.cumsum(flat[:-1]) > 0).reshape(height, width)
-
-
 @register_lung_source("chexmask")
 def chexmask_masks(images: pd.DataFrame, size: int, table: str | os.PathLike = "",
-                   id_column: str = "dicom_id", image_key: str = "image_id") -> LungMasks:
-    """Masks from a CheXmask CSV, matched on ``table[id_column] == images[image_key]``."""
+                   mapping: str | os.PathLike = "", min_dice: float = MIN_DICE, id_column: str = "",
+                   structures: Sequence[str] = LUNGS, image_key: str = "image_id") -> LungMasks:
+    """Masks from a CheXmask CSV (:mod:`pneumoloc.data.chexmask`), squashed to ``size``.
+
+    Args:
+        table: the CSV (``OriginalResolution/ChestX-Ray8.csv`` for NIH and RSNA images);
+            relative paths are taken from the project root.
+        mapping: RSNA's ``pneumonia-challenge-dataset-mappings_2018.json``: ``images`` hold
+            RSNA ids, looked up as their NIH image (empty: ids are the CSV's own).
+        min_dice: keep masks with ``Dice RCA (Mean) >= min_dice`` (CheXmask's advice: 0.7).
+        structures: CSV columns united into the mask (default both lungs; ``["Left Lung"]``
+            for one).
+
+    Images without a usable mask are counted in ``excluded`` by reason: ``not_in_mapping``,
+    ``no_chexmask_row``, ``below_dice``, ``malformed_rle`` (also warned, with file and line)
+    and ``empty_mask``.
+
+    Raises:
+        ValueError: no ``table``; a mask whose frame is not the image's (aspect ratio off by
+            more than a pixel: a ``Preprocessed`` CSV, or another dataset's).
+    """
+    from ..environment import resolve
+
     if not table:
-        raise ValueError("lung mask source 'chexmask' needs table=<path to the CheXmask CSV>")
-    df = pd.read_csv(table, dtype={id_column: str})
-    need = [id_column, "Left Lung", "Right Lung", "Height", "Width"]
-    if missing_cols := [c for c in need if c not in df]:
-        raise ValueError(f"{table}: CheXmask table lacks columns {missing_cols}; expected {need}")
-    df = df.drop_duplicates(id_column).set_index(id_column)
+        raise ValueError("lung mask source 'chexmask' needs table=<path to the CheXmask CSV>, e.g. "
+                         "lung_options={'table': 'data/chexmask/OriginalResolution/ChestX-Ray8.csv'}")
+    ids = images[image_key].astype(str)
+    keys = ids.map(read_rsna_nih_mapping(resolve(mapping))) if mapping else ids
+    rows = _chexmask_rows(resolve(table), frozenset(keys.dropna()), min_dice, id_column)
     out = np.zeros((len(images), size, size), bool)
-    missing = 0
-    for i, key in enumerate(images[image_key].astype(str)):
-        if key not in df.index:
-            missing += 1
-            continue
-        r = df.loc[key]
-        h, w = int(r["Height"]), int(r["Width"])
-        full = np.zeros((h, w), bool)
-        for col in ("Left Lung", "Right Lung"):
-            if isinstance(r[col], str) and r[col].strip():
-                full |= rle_decode(r[col], h, w)
-        out[i] = resize_mask(full, size)
-    return LungMasks(out, "chexmask", False, missing)
+    excluded: Counter[str] = Counter()
+    malformed: list[str] = []
+    for i, key in enumerate(keys):
+        reason = _why_no_mask(key, rows)
+        if not reason:
+            _check_frame(rows, key, images.iloc[i])
+            full, reason = _decode(rows, key, structures, malformed)
+            if not reason:
+                out[i] = resize_mask(full, size)
+        excluded[reason] += bool(reason)
+    if malformed:
+        warnings.warn(f"{len(malformed)} CheXmask masks with malformed run-length codes skipped: "
+                      + "; ".join(malformed[:3]), stacklevel=2)
+    excluded = {k: v for k, v in sorted(excluded.items()) if v}
+    return LungMasks(out, "chexmask", False, sum(excluded.values()), excluded)
+
+
+def _why_no_mask(key, rows: ChexmaskRows) -> str:
+    """Why ``key`` has no CheXmask row to decode ("" when it has one)."""
+    if not isinstance(key, str):
+        return "not_in_mapping"
+    if key in rows.rows.index:
+        return ""
+    return str(rows.skipped.get(key, "no_chexmask_row"))
+
+
+def _decode(rows: ChexmaskRows, key: str, structures: Sequence[str],
+            problems: list[str]) -> tuple[np.ndarray | None, str]:
+    """The full-size mask of ``key`` and why it is unusable ("" when usable); a malformed code's
+    message is appended to ``problems``."""
+    try:
+        full = rows.mask(key, structures)
+    except ValueError as e:
+        problems.append(str(e))
+        return None, "malformed_rle"
+    return full, "" if full.any() else "empty_mask"
+
+
+def _check_frame(rows: ChexmaskRows, key: str, image: pd.Series) -> None:
+    """The mask must cover the image's frame: same aspect ratio, to a pixel of rounding."""
+    if "width" not in image or "height" not in image or pd.isna(image["width"]) or pd.isna(image["height"]):
+        return
+    h, w = rows.frame(key)
+    if abs(h - w * float(image["height"]) / float(image["width"])) > 1:
+        raise ValueError(
+            f"{rows.path} line {rows.rows.loc[key, 'line']}: the CheXmask mask of {key!r} is {h} x {w} "
+            f"(height x width) but the image is {int(image['height'])} x {int(image['width'])}: not the same "
+            "frame. Use CheXmask's OriginalResolution CSV of the dataset the images come from (the "
+            "Preprocessed masks are padded to 1024 x 1024).")
+
+
+@lru_cache(maxsize=2)
+def _chexmask_rows_cached(path: str, stamp: tuple[int, int], keys: frozenset[str], min_dice: float,
+                          id_column: str) -> ChexmaskRows:
+    return read_chexmask(path, keys, min_dice, id_column)
+
+
+def _chexmask_rows(path: Path, keys: frozenset[str], min_dice: float, id_column: str) -> ChexmaskRows:
+    """The rows of ``keys``, read once per file version (the report asks once per map size)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"CheXmask table {path} not found: download it from PhysioNet "
+                                "(chexmask-cxr-segmentation-data) into data/chexmask/ (data/README.md)")
+    st = path.stat()
+    return _chexmask_rows_cached(str(path), (st.st_mtime_ns, st.st_size), keys, float(min_dice), id_column)
 
 
 def classical_lung_mask(image: np.ndarray, atlas: np.ndarray | None = None) -> np.ndarray:
