@@ -25,9 +25,21 @@ activations, which the hook makes safe by handing the network a copy of A
 (``bench/bench_cams.py`` compares this path with the package's call on the model as trained).
 The maps equal the grad-cam package's, which
 :func:`library_cams` calls and the tests compare against.
+
+In-place changes of a target activation: a network may overwrite a target layer's output
+after the layer (torchvision's DenseNet-121 applies ``F.relu(features, inplace=True)`` to
+the output of ``features.norm5``). The hook hands the network a copy and compares that copy's
+version counter (``Tensor._version``, bumped by every in-place operation) at hook time with
+its value after the forward pass. A change is reported with an
+:class:`InplaceActivationWarning` naming the layer, and ``Explainable.activation`` picks the
+value the map weights: the output as produced (default) or, with ``"as_library"``, the value
+the grad-cam package reads (:data:`pneumoloc.explain.explainable.ACTIVATIONS`).
 """
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,7 +50,7 @@ import torch.nn.functional as F
 from ..registry import Registry
 from .explainable import Explainable
 
-__all__ = ["METHODS", "TARGETS", "MapMethod", "register_method", "register_target", "method_names", "get_method",
+__all__ = ["InplaceActivationWarning", "METHODS", "TARGETS", "MapMethod", "register_method", "register_target", "method_names", "get_method",
            "explain", "fast_cams", "library_cams", "normalize_maps", "upsample_maps", "resolve_targets",
            "FAST_CAMS", "LIBRARY_CAMS"]
 
@@ -142,22 +154,43 @@ def upsample_maps(cam: torch.Tensor | list[torch.Tensor], size: tuple[int, int])
 
 
 # --- the fast gradient path -------------------------------------------------------------
-def _forward_capture(ex: Explainable, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Forward pass returning logits and each target layer's output (in ``ex.layer_names`` order).
+class InplaceActivationWarning(UserWarning):
+    """A target layer's output was changed in place after the layer (e.g. by an in-place ReLU)."""
+
+
+@dataclass
+class _Handed:
+    """The copy of a target layer's output that the hook handed on to the network."""
+
+    tensor: torch.Tensor
+    version: int  # its version counter at hook time
+
+    @property
+    def changed(self) -> bool:
+        return self.tensor._version != self.version
+
+
+def _capture(ex: Explainable, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[_Handed]]:
+    """Forward pass returning logits, each target layer's output (in ``ex.layer_names`` order)
+    and the copy of it that the network went on with.
 
     The first target layer the forward pass reaches returns its output as a fresh leaf that
     requires grad: the graph starts there, nothing before it is recorded. Later target layers
     are inside that graph already and are kept as they are. Every hook hands the network a
-    copy, so an in-place activation after a target layer cannot overwrite what was captured.
+    copy, so an in-place activation after a target layer cannot overwrite what was captured;
+    the copy's version counter tells whether one did.
     """
     store: dict[int, torch.Tensor] = {}
+    handed: dict[int, _Handed] = {}
 
     def hook(k: int):
         def capture(module, inputs, output):
             if not store:
                 output = output.detach().requires_grad_(True)
             store[k] = output
-            return output.clone()
+            copy = output.clone()
+            handed[k] = _Handed(copy, copy._version)
+            return copy
         return capture
 
     handles = [layer.register_forward_hook(hook(k)) for k, layer in enumerate(ex.layers)]
@@ -170,16 +203,60 @@ def _forward_capture(ex: Explainable, x: torch.Tensor) -> tuple[torch.Tensor, li
     missing = [name for k, name in enumerate(ex.layer_names) if k not in store]
     if missing:
         raise RuntimeError(f"target layers {missing} were not called in the forward pass")
-    return logits, [store[k] for k in range(len(ex.layer_names))]
+    order = range(len(ex.layer_names))
+    return logits, [store[k] for k in order], [handed[k] for k in order]
+
+
+def _forward_capture(ex: Explainable, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits and each target layer's output as produced (see :func:`_capture`)."""
+    logits, acts, _ = _capture(ex, x)
+    return logits, acts
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside this package, for the caller of ``warnings.warn``:
+    the default warning filter then shows a warning once per call site in the caller's code."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1  # 1: the function calling warnings.warn
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _package_sees_change(output: torch.Tensor, reshape: Callable | None) -> bool:
+    """Whether pytorch-grad-cam's stored ``reshape(output).cpu()`` aliases ``output``, so that it
+    reads the value after an in-place change (its ``ActivationsAndGradients.save_activation``)."""
+    if output.device.type != "cpu":
+        return False  # .cpu() copies at hook time
+    stored = reshape(output) if reshape is not None else output
+    return stored.untyped_storage().data_ptr() == output.untyped_storage().data_ptr()
+
+
+def _activation_values(ex: Explainable, acts: list[torch.Tensor], handed: list[_Handed]) -> list[torch.Tensor]:
+    """The activation each map weights, per ``ex.activation``; warns when the network changed a
+    target layer's output in place and the maps use it as produced."""
+    changed = [name for name, h in zip(ex.layer_names, handed) if h.changed]
+    if changed and ex.activation == "as_produced":
+        warnings.warn(f"the output of target layer(s) {', '.join(changed)} is changed in place after the layer "
+                      f"(e.g. an in-place ReLU): maps use it as the layer produced it, pytorch-grad-cam (on CPU) reads the "
+                      f"changed value; prepare_model(..., activation='as_library') reproduces pytorch-grad-cam",
+                      InplaceActivationWarning, stacklevel=_caller_stacklevel())
+    reshape = ex.reshape_transform or (lambda t: t)
+    values = []
+    for a, h in zip(acts, handed):
+        use_changed = (ex.activation == "as_library" and h.changed
+                       and _package_sees_change(h.tensor, ex.reshape_transform))
+        values.append(reshape((h.tensor if use_changed else a).detach()).float())
+    return values
 
 
 def fast_cams(ex: Explainable, x: torch.Tensor, target: str, combine) -> torch.Tensor:
     """Gradient-weighted CAMs from dScore/dA only (no parameter gradients); [B,T,S,S]."""
-    logits, acts = _forward_capture(ex, x)
+    logits, acts, handed = _capture(ex, x)
     index, sign = resolve_targets(logits, ex.positive_index, target)
     scores = logits.gather(1, index.to(logits.device)) * sign.to(logits.device)
     reshape = ex.reshape_transform or (lambda t: t)
-    values = [reshape(a.detach()).float() for a in acts]
+    values = _activation_values(ex, acts, handed)
     out = []
     for t in range(scores.shape[1]):
         grads = torch.autograd.grad(scores[:, t].sum(), acts, retain_graph=t + 1 < scores.shape[1])

@@ -15,7 +15,16 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-__all__ = ["Explainable", "prepare_model", "resolve_layer", "feature_sizes"]
+__all__ = ["ACTIVATIONS", "Explainable", "prepare_model", "resolve_layer", "feature_sizes"]
+
+# Which value of a target activation the gradient CAMs weight, when the network changes the
+# layer's output in place after the layer (torchvision's DenseNet-121 applies
+# ``F.relu(features, inplace=True)`` to the output of ``features.norm5``).
+ACTIVATIONS: dict[str, str] = {
+    "as_produced": "the layer's output as the layer returned it (before any in-place change)",
+    "as_library": "what pytorch-grad-cam reads: its hook keeps the output tensor (on CPU, unless a "
+                  "reshape copies it) and reads it after the forward pass, so it sees the in-place change",
+}
 
 
 @dataclass
@@ -27,6 +36,7 @@ class Explainable:
     reshape_transform: Callable | None
     positive_index: int
     memory_format: torch.memory_format = torch.contiguous_format
+    activation: str = "as_produced"  # a key of ACTIVATIONS
 
     @property
     def layer_names(self) -> list[str]:
@@ -87,7 +97,8 @@ def resolve_layer(model: nn.Module, dotted: str) -> nn.Module:
 
 
 def prepare_model(model: nn.Module, target_layer: str = "", reshape_transform: Callable | None = None,
-                  device: str | torch.device | None = None, channels_last: bool = True) -> Explainable:
+                  device: str | torch.device | None = None, channels_last: bool = True,
+                  activation: str = "as_produced") -> Explainable:
     """Copy ``model`` for explaining: eval mode, parameters frozen, channels_last.
 
     The caller's model is untouched. In-place activations stay on for the fast path;
@@ -104,7 +115,24 @@ def prepare_model(model: nn.Module, target_layer: str = "", reshape_transform: C
         device: move the copy there (default: where the model is).
         channels_last: store the copy's weights and feed inputs in channels_last memory
             format (same maps to float rounding, faster convolutions; False = contiguous).
+        activation: which value of a target activation the gradient CAMs use when the network
+            changes the layer's output in place after the layer (e.g. torchvision DenseNet-121's
+            ``F.relu(features, inplace=True)`` after ``features.norm5``; detected through the
+            tensor's version counter, see :mod:`pneumoloc.explain.cams`):
+
+            - ``"as_produced"`` (default): the output as the layer returned it, the activation
+              the target layer defines; a warning names the layer when a change is detected.
+            - ``"as_library"``: the value pytorch-grad-cam uses, to reproduce its maps exactly.
+              Its forward hook keeps ``reshape_transform(output).cpu()`` and reads it after the
+              forward pass: on CPU without a copying reshape that is the output tensor itself,
+              so it sees the changed value (after DenseNet's ReLU); where ``.cpu()`` or the
+              reshape copies (GPU, ViT tokens) it reads the output as produced, and so does this.
+              Its gradient is the one its tensor hook receives, which PyTorch gives with respect
+              to the value before the in-place change; both choices use that gradient.
     """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"prepare_model: activation={activation!r} unknown; choose one of "
+                         f"{', '.join(sorted(ACTIVATIONS))}")
     spec = getattr(model, "spec", None)
     layer = target_layer or getattr(spec, "target_layer", "")
     if not layer:
@@ -116,7 +144,7 @@ def prepare_model(model: nn.Module, target_layer: str = "", reshape_transform: C
     copied.to(device=device, memory_format=memory_format)
     for name in layer.split("+"):
         resolve_layer(copied, name)  # fail early with the path in the message
-    return Explainable(copied, layer, reshape, int(getattr(model, "positive_index", 0)), memory_format)
+    return Explainable(copied, layer, reshape, int(getattr(model, "positive_index", 0)), memory_format, activation)
 
 
 def feature_sizes(ex: Explainable, input_size: int) -> list[tuple[int, int]]:

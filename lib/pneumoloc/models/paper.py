@@ -79,7 +79,9 @@ def _features_trunk(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _densenet_trunk(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return F.relu(m.features(x))  # torchvision DenseNet applies ReLU after features.norm5
+    # as torchvision's DenseNet.forward: an in-place ReLU on the output of features.norm5, which
+    # the grad-cam package therefore reads after the ReLU (pneumoloc.explain.cams detects it)
+    return F.relu(m.features(x), inplace=True)
 
 
 def _avg(f: torch.Tensor) -> torch.Tensor:
