@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from ..registry import Registry
 from .explainable import Explainable
 
-__all__ = ["InplaceActivationWarning", "METHODS", "TARGETS", "MapMethod", "register_method", "register_target", "method_names", "get_method",
+__all__ = ["InplaceActivationWarning", "METHODS", "TARGETS", "MapMethod", "register_method", "register_target",
+           "method_names", "get_method",
            "explain", "fast_cams", "library_cams", "normalize_maps", "upsample_maps", "resolve_targets",
            "FAST_CAMS", "LIBRARY_CAMS"]
 
@@ -237,9 +238,10 @@ def _activation_values(ex: Explainable, acts: list[torch.Tensor], handed: list[_
     target layer's output in place and the maps use it as produced."""
     changed = [name for name, h in zip(ex.layer_names, handed) if h.changed]
     if changed and ex.activation == "as_produced":
-        warnings.warn(f"the output of target layer(s) {', '.join(changed)} is changed in place after the layer "
-                      f"(e.g. an in-place ReLU): maps use it as the layer produced it, pytorch-grad-cam (on CPU) reads the "
-                      f"changed value; prepare_model(..., activation='as_library') reproduces pytorch-grad-cam",
+        warnings.warn(f"the output of target layer(s) {', '.join(changed)} is changed in place after the "
+                      f"layer (e.g. an in-place ReLU): maps use it as the layer produced it, pytorch-grad-cam "
+                      f"(on CPU) reads the changed value; prepare_model(..., activation='as_library') "
+                      f"reproduces pytorch-grad-cam",
                       InplaceActivationWarning, stacklevel=_caller_stacklevel())
     reshape = ex.reshape_transform or (lambda t: t)
     values = []
