@@ -8,12 +8,14 @@ size, and the ImageNet classifier is dropped. Files are read with ``weights_only
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-__all__ = ["WeightsUnavailableError", "load_state_dict_file", "check_fits", "hub_unavailable"]
+__all__ = ["WeightsUnavailableError", "load_state_dict_file", "check_fits", "hub_unavailable", "cached_hub_weights"]
 
 # Where timm-style training scripts keep the weights inside a checkpoint dict (EMA first,
 # as timm's own loader does); "model_state" is the pneumoloc checkpoint layout.
@@ -67,3 +69,33 @@ def hub_unavailable(timm_name: str, err: BaseException) -> WeightsUnavailableErr
         f"pretrained=True could not fetch {timm_name!r} weights from the timm/Hugging Face hub "
         f"({type(err).__name__}: {err}). Offline, pass weights=<path to a saved state dict>, "
         f"or pretrained=False to train from scratch.")
+
+
+def cached_hub_weights(timm_name: str) -> str | None:
+    """The local file ``timm.create_model(timm_name, pretrained=True)`` would load, or None when
+    it is not cached; looks at the caches only, never the network.
+
+    timm (``timm/models/_builder.py``, ``_resolve_pretrained_source``) loads a model's default
+    weights from the Hugging Face hub when the model has a hub id (its ``hf_hub_filename``, else
+    ``pytorch_model.bin``, preferring a ``.safetensors`` alternative), else from the torch hub
+    cache of its URL (``$TORCH_HOME/hub/checkpoints``).
+    """
+    import timm
+    import torch
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        name = cfg.hf_hub_filename or "pytorch_model.bin"
+        for candidate in (name.removesuffix(".bin") + ".safetensors", "model.safetensors", name):
+            found = try_to_load_from_cache(repo, candidate, revision=revision or None)
+            if isinstance(found, str):
+                return found
+        return None
+    if cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
+        return str(path) if path.is_file() else None
+    return None

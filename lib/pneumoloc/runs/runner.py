@@ -24,6 +24,7 @@ from typing import Any
 
 from ..environment import FIGURES_DIR, RunPaths, git_commit, package_versions
 from ..storage import load_json
+from .check import CheckFailed, check_spec
 from .executors import EXECUTORS, Plan
 from .lock import run_lock
 from .manifest import ManifestStore
@@ -150,22 +151,28 @@ def _finish(store: ManifestStore, status: str, reason: str | None = None) -> dic
 
 def check_run(spec_path: str | Path, executor: str = "inline", workers: int = 1,
               overrides: dict[str, Any] | None = None) -> str:
-    """Validate a spec (parameters, timeouts, resources) and the executor without running anything;
-    returns the plan, one line per stage (``pneumoloc run SPEC --check``).
+    """Validate a spec without running anything and return the plan (``pneumoloc run SPEC --check``):
+    keys, parameters, timeouts and resources (:func:`pneumoloc.runs.spec.load_spec`), the executor,
+    then the dataset's layout, the weights and the expected time (:mod:`pneumoloc.runs.check`).
 
     Raises:
-        ValueError: the spec, the executor or ``workers`` is invalid; the message says how to fix it.
+        ValueError: the executor or ``workers`` is invalid; the message says how to fix it.
+        pneumoloc.runs.check.CheckFailed: the spec is invalid, or its data or weights are not
+            there; it lists every problem found.
     """
     EXECUTORS.lookup(executor)
     _check_workers(executor, workers)
-    spec = load_spec(spec_path, overrides)
+    try:
+        spec = load_spec(spec_path, overrides)
+    except ValueError as e:
+        raise CheckFailed(spec_path, [str(e)]) from e
     lines = [f"{spec.path}: {len(spec.stages)} stages, executor {executor}"
              + (f" with {workers} workers" if executor == "local" else "")]
     for stage in spec.stages:
         res = ", ".join(f"{k}={v}" for k, v in sorted(stage.resources.items()))
         lines.append(f"  entry {stage.entry}  {stage.name}  timeout {stage.timeout:.0f} s"
                      + (f"  resources: {res}" if res and executor == "slurm" else ""))
-    return "\n".join(lines)
+    return "\n".join(lines + check_spec(spec))
 
 
 def _check_workers(executor: str, workers: int) -> None:
