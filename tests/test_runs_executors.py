@@ -174,7 +174,11 @@ def test_the_readme_cluster_spec_passes_the_check(tmp_path):
     readme = (PROJECT_ROOT / "README.md").read_text()
     section = readme[readme.index("## Running on a cluster"):]
     (tmp_path / "cluster.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
-    plan = check_run(tmp_path / "cluster.yaml", executor="slurm")
+    from fixtures.kermany import make_kermany
+
+    # --check lists the data: the snippet's /shared/kermany is replaced by a real-layout fixture
+    plan = check_run(tmp_path / "cluster.yaml", executor="slurm",
+                     overrides={"data_root": str(make_kermany(tmp_path / "kermany"))})
     assert "02_train_backbone[vit_b_16]" in plan and "gpus_per_node=4" in plan
 
 

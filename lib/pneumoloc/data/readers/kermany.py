@@ -93,6 +93,8 @@ def read_kermany(root: str, unmatched_names: str = "error", max_skipped_fraction
         DatasetTables with extra columns ``subtype`` (bacteria / virus / none),
         ``source_split`` (train / val / test folder) and ``source_class``.
     """
+    if not Path(root).is_dir():
+        raise LayoutError(f"{root}: folder not found; expected layout: {LAYOUT}")
     files = _list_files(Path(root))
     if files.empty:
         raise LayoutError(f"{root}: no images found; expected layout: {LAYOUT}")
