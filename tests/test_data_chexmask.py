@@ -233,3 +233,36 @@ def test_missing_table_says_where_to_put_it(tmp_path):
         LM.lung_masks("chexmask", _images(["a"]), 8, table=tmp_path / "nope.csv")
     with pytest.raises(ValueError, match="table="):
         LM.lung_masks("chexmask", _images(["a"]), 8)
+
+
+@pytest.mark.parametrize("id_column", ["Image Index", "dicom_id", "Path", "ImageID", "image_id", "Image ID"])
+def test_id_column_of_each_published_csv_is_found(tmp_path, id_column):
+    # ChestX-Ray8, MIMIC-CXR-JPG, CheXpert, Padchest, VinDr-CXR (the authors' sample CSVs), data dictionary
+    left, right = _lungs(8, 8)
+    pd.DataFrame([_row("x1", left, right)], columns=[id_column, *NIH_COLUMNS[1:]]).to_csv(tmp_path / "c.csv",
+                                                                                          index=False)
+    assert CM.read_chexmask(tmp_path / "c.csv").id_column == id_column
+
+
+def test_rows_without_a_frame_are_dropped_and_counted(tmp_path):
+    # some rows of CheXmask's Padchest sample have empty Height and Width
+    left, right = _lungs(16, 16)
+    rows = [_row("a", left, right), _row("b", left, right)]
+    rows[1][-2:] = [None, None]
+    pd.DataFrame(rows, columns=NIH_COLUMNS).to_csv(tmp_path / "c.csv", index=False)
+    got = CM.read_chexmask(tmp_path / "c.csv")
+    assert got.rows.index.tolist() == ["a"] and got.dropped == {"no_frame": 1}
+    out = LM.lung_masks("chexmask", _images(["b", "a"], 16), 8, table=tmp_path / "c.csv")
+    assert out.excluded == {"no_frame": 1} and out.masks[1].any()
+
+
+def test_repeated_id_keeps_the_first_row_and_counts_the_others(tmp_path):
+    left, right = _lungs(16, 16)
+    rows = [_row("a", left, right), _row("a", right, left), _row("b", left, right, dice=0.1),
+            _row("b", left, right, dice=0.2)]
+    pd.DataFrame(rows, columns=NIH_COLUMNS).to_csv(tmp_path / "c.csv", index=False)
+    got = CM.read_chexmask(tmp_path / "c.csv")
+    assert (got.mask("a", ("Left Lung",)) == left).all()
+    assert got.dropped == {"below_dice": 1, "duplicate_id": 2}
+    assert got.why_missing("a") == "" and got.why_missing("b") == "below_dice"
+    assert got.why_missing("c") == "no_chexmask_row"

@@ -6,9 +6,10 @@
 dictionary and README published with the dataset (v1.0.0) and the column order of the
 ``ChestX-Ray8.csv`` sample in the authors' repository (``ngaggion/CheXmask-Database``):
 
-* an id column whose name depends on the dataset: ``Image Index`` in ``ChestX-Ray8.csv``
-  (the NIH file name, e.g. ``00000001_000.png``), ``dicom_id`` in ``MIMIC-CXR-JPG.csv``, and
-  ``Image ID`` in the data dictionary; other files: pass ``id_column``;
+* an id column whose name depends on the dataset (:data:`ID_COLUMNS`): ``Image ID`` in the
+  data dictionary; in the authors' sample CSVs ``Image Index`` (``ChestX-Ray8.csv``, the NIH
+  file name, e.g. ``00000001_000.png``), ``dicom_id`` (MIMIC-CXR-JPG), ``Path`` (CheXpert),
+  ``ImageID`` (Padchest), ``image_id`` (VinDr-CXR); any other: pass ``id_column``;
 * ``Dice RCA (Mean)`` and ``Dice RCA (Max)``: the reverse-classification-accuracy quality
   estimate; the README recommends using only masks with ``Dice RCA (Mean) >= 0.7``
   (:data:`MIN_DICE`);
@@ -16,7 +17,8 @@ dictionary and README published with the dataset (v1.0.0) and the column order o
   ..."`` with 1-based starts into the row-major flattened mask (the authors' encoder:
   ``np.where(pixels[1:] != pixels[:-1])`` on the padded flat mask, plus one);
 * ``Height``, ``Width``: the mask's frame, which in ``OriginalResolution`` is the image's
-  own (``Preprocessed`` masks are padded to 1024 x 1024 instead);
+  own (``Preprocessed`` masks are padded to 1024 x 1024 instead); some rows of the Padchest
+  sample leave them empty: such rows are dropped (``no_frame``);
 * no line breaks inside a field, so the row of id ``k`` is line ``index + 2`` of the file.
 
 ``Landmarks`` is never read. The NIH table is several GB (about 30 kB of codes per image):
@@ -34,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -46,7 +49,8 @@ __all__ = ["MIN_DICE", "LUNGS", "STRUCTURES", "ID_COLUMNS", "rle_decode", "Chexm
 MIN_DICE = 0.7  # Dice RCA (Mean) cut recommended by the CheXmask README
 LUNGS = ("Left Lung", "Right Lung")
 STRUCTURES = (*LUNGS, "Heart")
-ID_COLUMNS = ("Image ID", "Image Index", "dicom_id")  # looked for in this order when id_column is ""
+# looked for in this order when id_column is "" (data dictionary, then each dataset's CSV)
+ID_COLUMNS = ("Image ID", "Image Index", "dicom_id", "Path", "ImageID", "image_id")
 DICE = "Dice RCA (Mean)"
 _FRAME = ("Height", "Width")
 _CHUNK_ROWS = 2000  # rows parsed at a time (~60 MB of codes in the NIH file)
@@ -76,10 +80,12 @@ def rle_decode(rle: str | float | None, height: int, width: int) -> np.ndarray:
         raise ValueError(f"run-length code has an odd number of values ({runs.size}); it holds start-length pairs")
     starts, lengths = runs[0::2] - 1, runs[1::2]
     _check_runs(starts, lengths, height, width)
-    edges = np.zeros(n + 1, np.int8)  # +1 where a run starts, -1 just after it ends
-    edges[starts] = 1
-    edges[starts + lengths] -= 1  # after the starts: a run that begins where the last ended continues
-    return np.cumsum(edges[:-1]).astype(bool).reshape(height, width)
+    # flat index of every lung pixel: 0..L-1 shifted, run by run, to its run's start
+    # (touches only the pixels inside runs instead of a pass over the whole mask)
+    before = np.cumsum(lengths) - lengths  # pixels in earlier runs
+    flat = np.zeros(n, bool)
+    flat[np.arange(lengths.sum()) + np.repeat(starts - before, lengths)] = True
+    return flat.reshape(height, width)
 
 
 def _check_runs(starts: np.ndarray, lengths: np.ndarray, height: int, width: int) -> None:
@@ -105,13 +111,25 @@ class ChexmaskRows:
             present and ``line`` (the row's line in the file).
         path: the CSV.
         id_column: the CSV's id column.
-        skipped: id -> reason of the rows read but not kept (``below_dice``, ``duplicate_id``).
+        skipped: id -> reason of the rows read but not kept (``duplicate_id``, ``no_frame``,
+            ``below_dice``, in that order of precedence).
     """
 
     rows: pd.DataFrame
     path: str
     id_column: str
     skipped: pd.Series
+
+    def why_missing(self, key: str) -> str:
+        """"" when ``key`` has a usable row, else why not: its skipped row's reason (the first,
+        for a repeated id) or ``no_chexmask_row``."""
+        if key in self.rows.index:
+            return ""
+        return self._first_reason.get(key, "no_chexmask_row")
+
+    @cached_property
+    def _first_reason(self) -> dict[str, str]:
+        return self.skipped[~self.skipped.index.duplicated()].to_dict()
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -191,14 +209,15 @@ def read_chexmask(path: str | os.PathLike, ids: Iterable[str] | None = None, min
 
 
 def _filter(rows: pd.DataFrame, path: Path, key: str, min_dice: float) -> ChexmaskRows:
-    """Drop rows below the Dice cut and repeated ids (first kept), recording why."""
-    dup = rows[key].duplicated()
-    low = pd.Series(False, index=rows.index)
+    """Drop repeated ids (first kept), rows without a frame and rows below the Dice cut, recording why."""
+    reason = pd.Series("", index=rows.index, dtype=object)
+    frame = rows[list(_FRAME)].apply(pd.to_numeric, errors="coerce")
     if min_dice > 0:  # a missing or unreadable score counts as below the cut
-        low = ~dup & ~(pd.to_numeric(rows[DICE], errors="coerce") >= min_dice)
-    skipped = pd.concat([pd.Series("duplicate_id", index=rows.loc[dup, key].to_numpy()),
-                         pd.Series("below_dice", index=rows.loc[low, key].to_numpy())]).astype(str)
-    kept = rows[~dup & ~low].set_index(key)
+        reason[~(pd.to_numeric(rows[DICE], errors="coerce") >= min_dice)] = "below_dice"
+    reason[~((frame >= 1) & (frame % 1 == 0)).all(axis=1)] = "no_frame"
+    reason[rows[key].duplicated()] = "duplicate_id"
+    kept = rows[reason == ""].astype({c: np.int64 for c in _FRAME}).set_index(key)
+    skipped = pd.Series(reason[reason != ""].to_numpy(), index=rows.loc[reason != "", key].to_numpy(), dtype=str)
     return ChexmaskRows(kept, str(path), key, skipped)
 
 

@@ -168,11 +168,7 @@ def chexmask_masks(images: pd.DataFrame, size: int, table: str | os.PathLike = "
 
 def _why_no_mask(key, rows: ChexmaskRows) -> str:
     """Why ``key`` has no CheXmask row to decode ("" when it has one)."""
-    if not isinstance(key, str):
-        return "not_in_mapping"
-    if key in rows.rows.index:
-        return ""
-    return str(rows.skipped.get(key, "no_chexmask_row"))
+    return rows.why_missing(key) if isinstance(key, str) else "not_in_mapping"
 
 
 def _decode(rows: ChexmaskRows, key: str, structures: Sequence[str],
