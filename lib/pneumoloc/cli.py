@@ -7,6 +7,7 @@
     pneumoloc status demo                                                 # the run's manifest
     pneumoloc train --run-dir papermill_runs/demo --set backbone=resnet50 --devices 4   # DDP on 4 GPUs
     pneumoloc browse papermill_runs/demo [--port 8866]
+    pneumoloc import-checkpoint their_densenet.pt --backbone densenet121 --run demo  # a published model
 
 Phantom flags are derived from :class:`pneumoloc.phantom.writer.PhantomConfig`, so a new
 phantom parameter is a new flag without touching this file.
@@ -17,6 +18,7 @@ try again later) when another run holds the run folder, and 128 + the signal
 number (130 for SIGINT, 143 for SIGTERM, the shell's convention) when stopped by
 a signal. ``pneumoloc status`` exits 0, or 2 when the run has no readable manifest.
 ``pneumoloc train`` exits 0, 1 when training (a rank) failed, 2 for invalid options.
+``pneumoloc import-checkpoint`` exits 0, or 2 for a missing or unusable checkpoint or run.
 """
 from __future__ import annotations
 
@@ -107,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dataclass_flags(phantom, PhantomConfig)
 
+    imp = sub.add_parser("import-checkpoint", help="make a checkpoint saved by the Shahi & Bagale code a model of "
+                                                   "a run (best.pt, predictions, metrics) in place of training it")
+    imp.add_argument("path", help="the .pt file their train.py saved")
+    imp.add_argument("--backbone", required=True, help="model name in the run: the checkpoint's architecture "
+                                                       "(resnet18 resnet50 densenet121 efficientnet_b0 ...)")
+    imp.add_argument("--run", required=True,
+                     help="run name (papermill_runs/<name>) or run folder holding notebook 01's split")
+    imp.add_argument("--image-size", type=int, default=0, help="input side in pixels (default: the checkpoint's)")
+    imp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    imp.add_argument("--spec-target", type=float, default=0.95,
+                     help="validation specificity of the reported operating point (default: 0.95)")
+    imp.add_argument("--n-boot", type=int, default=1000, help="patient-bootstrap resamples (default: 1000)")
+    imp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+
     browse = sub.add_parser("browse", help="serve a run's heatmap browser and headline table as a web page (Voila)")
     browse.add_argument("run", help="run folder (papermill_runs/<name>) or run name")
     browse.add_argument("--port", type=int, default=8866, help="default: 8866")
@@ -172,8 +188,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_checkpoint(args: argparse.Namespace) -> int:
+    """``pneumoloc import-checkpoint``: :func:`pneumoloc.training.imported.import_into_run`."""
+    from .environment import RUNS_DIR, RunPaths, resolve
+    from .training.imported import import_into_run
+
+    root = resolve(args.run) if ("/" in args.run or args.run.startswith(".")) else RUNS_DIR / args.run
+    try:
+        done = import_into_run(args.path, RunPaths.from_params(str(root)), args.backbone,
+                               image_size=args.image_size, spec_target=args.spec_target, n_boot=args.n_boot,
+                               seed=args.seed, device=args.device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"pneumoloc import-checkpoint: {e}", file=sys.stderr)
+        return 2
+    auc = done.scores["operating_points"]["default"]["roc_auc"]
+    print(f"pneumoloc import-checkpoint: {args.backbone} of {root.name} from {args.path}; test ROC-AUC "
+          f"{auc:.4f} on {done.scores['n_test']} images; best.pt, predictions.csv, metrics.json in "
+          f"{done.model_dir}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "import-checkpoint":
+        return _import_checkpoint(args)
     if args.command == "train":
         return _train(args)
     if args.command == "status":

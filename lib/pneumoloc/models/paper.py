@@ -199,14 +199,39 @@ def _numpy_scalar_globals() -> list[Any]:
             np.dtypes.Int64DType, np.dtypes.Int32DType, np.dtypes.BoolDType]
 
 
+# First bytes of a file that stands in for the checkpoint: a Git LFS pointer or a git-annex link target.
+_POINTERS = {b"version https://git-lfs": "a Git LFS pointer: run `git lfs pull` in its repository",
+             b"/annex/objects/": "a git-annex pointer: run `git annex get` on it"}
+
+
+def _check_readable(path: str | os.PathLike) -> None:
+    """A clear error for a missing file or a placeholder of a file that was never fetched."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: copy the checkpoint their train.py saved to this "
+                                f"machine and pass its path (nothing is downloaded)")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    for prefix, fix in _POINTERS.items():
+        if prefix in head:
+            raise ValueError(f"{path} is {fix.split(':')[0]}, not the checkpoint:{fix.split(':', 1)[1]} "
+                             f"or copy the real file")
+
+
 def import_paper_checkpoint(path: str | os.PathLike) -> PaperClassifier:
     """Load a checkpoint in the paper's format as an eval-mode :class:`Classifier` on CPU.
 
     Raises:
-        ValueError: missing keys, unknown arch, no PNEUMONIA class, or weights that do not fit.
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a Git LFS / git-annex pointer or other non-checkpoint file, missing keys,
+            unknown arch, no PNEUMONIA class, or weights that do not fit.
     """
+    _check_readable(path)
     with torch.serialization.safe_globals(_numpy_scalar_globals()):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError) as err:  # not a torch file, or truncated
+            raise ValueError(f"{path} is not a readable torch checkpoint ({err}); copy the .pt file their "
+                             f"train.py saved again (the copy may be truncated)") from err
     missing = {"model_state", "class_to_idx", "arch"} - set(ckpt if isinstance(ckpt, dict) else ())
     if missing:
         raise ValueError(f"{path} is not a paper checkpoint: missing {sorted(missing)} "
