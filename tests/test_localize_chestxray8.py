@@ -145,8 +145,8 @@ def test_accuracy_counts_boxes_strictly_above_t():
 def test_published_lines_only_for_nih():
     lines = X.published_lines("nih", ["Pneumonia"])
     text = "\n".join(lines)
-    assert "IOBB@0.1 0.750" in text and "@0.5 0.383" in text and "@0.5 0.483" in text
-    assert "IOU@0.1 0.633" in text and "@0.5 0.033" in text
+    assert "IoBB@0.1 0.7500" in text and "@0.5 0.3833" in text and "@0.5 0.4833" in text
+    assert "IoU@0.1 0.6333" in text and "@0.5 0.0333" in text
     assert X.published_lines("rsna", ["Pneumonia"]) == [] and X.published_lines("nih", ["Mass"]) == []
 
 
@@ -196,8 +196,16 @@ def test_run_report_scores_each_finding_with_its_maps(run_with_findings, tmp_pat
     assert list(wide.columns[:3]) == ["finding", "model", "method"]
     assert len(wide) == len(m[["finding", "model", "method"]].drop_duplicates())
     assert wide.loc[(wide.model == "good") & (wide.method == "gradcam"), "acc_iobb@0.5"].item().startswith("1.000")
-    assert report.context_lines()[0].startswith("ChestX-ray8 protocol")
+    head = report.context_lines()[0]
+    n_img = boxes[boxes.image_id.isin(test_ids)].groupby("finding").image_id.nunique()
+    assert head.startswith("ChestX-ray8 protocol")  # counts once, not once per model x method
+    assert f"Pneumonia: {n_box['Pneumonia']} boxes on {n_img['Pneumonia']} images" in head
+    wide_m = m.pivot_table(index=["model", "method", "finding"], columns="metric", values="value")
+    for t in X.THRESHOLDS:  # IoBB >= IoU for every box (|B| <= |B u G|)
+        assert (wide_m[f"acc_iobb@{t:g}"] >= wide_m[f"acc_iou@{t:g}"]).all()
     assert len(report.context_lines()) == 1  # dataset "synthetic": no published figures
+    as_nih = X.ChestXray8Report(m, report.per_box, "nih", report.findings).context_lines()
+    assert as_nih[0] == head and any("0.3833" in line for line in as_nih[1:]) and len(as_nih) == 4
 
 
 def test_run_report_without_boxes_column_uses_the_label_finding(tmp_path):
