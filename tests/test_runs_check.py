@@ -134,9 +134,16 @@ def test_wrong_layout_and_offline_weights_are_reported_together(tmp_path, monkey
     from pneumoloc.runs.check import CheckFailed
     from pneumoloc.runs.runner import check_run
 
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("--check tried to reach the network")
+
     _hub_cache(tmp_path / "cache", monkeypatch, fill=False)
     root = FIXTURES["rsna"](tmp_path / "data")
     (root / "stage_2_detailed_class_info.csv").unlink()
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
     with pytest.raises(CheckFailed) as err:
         check_run(SPECS[0].parent / "rsna_wildcat.yaml", overrides={"data_root": str(root)})
     problems = err.value.problems
