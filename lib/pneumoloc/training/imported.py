@@ -95,10 +95,14 @@ def imported_origin(model: Classifier) -> dict[str, Any]:
     return {"train": {}, **{k: config[k] for k in ("recipe", "imported_from", "sha256")}}
 
 
-def imported_result(model: Classifier, data: TrainData, device: str = "cpu", batch_size: int = 64) -> TrainResult:
-    """A :class:`TrainResult` for an imported model: no epochs, its validation ROC-AUC on ``data``."""
+def imported_result(model: Classifier, data: TrainData, device: str = "auto", batch_size: int = 64) -> TrainResult:
+    """A :class:`TrainResult` for an imported model (moved to ``device``): no epochs, its validation
+    ROC-AUC on ``data``, ``stopped = "imported"``."""
+    from ..environment import pick_device
     from ..evaluate.classification import binary_metrics
 
+    device = str(pick_device(device))
+    model = model.to(device)
     val = predictions_table(model, data, device=device, batch_size=batch_size, splits=("val",))
     history = pd.DataFrame(columns=["epoch", "train_loss", "val_loss", "val_roc_auc", "lr", "train_seconds",
                                     "train_images_per_s"])
@@ -122,16 +126,14 @@ def import_into_run(path: str | os.PathLike, run: RunPaths, backbone: str, *, im
         batch_size: images per forward pass.
     """
     from ..data.tables import load_tables
-    from ..environment import pick_device
     from ..evaluate import classification as evaluation
     from ..models.outputs import save_metrics, save_predictions
 
     model = install_checkpoint(path, run, backbone, image_size)
     tables = load_tables(run)
-    dev = str(pick_device(device))
     data = prepare_data(tables.images, TrainConfig.from_dict({"image_size": model.config["image_size"]}))
-    model = model.to(dev)
-    result = imported_result(model, data, dev, batch_size)
+    result = imported_result(model, data, device, batch_size)
+    model, dev = result.model, result.device
     pred = predictions_table(model, data, device=dev, batch_size=batch_size)
     save_predictions(run, backbone, pred)
     scores = evaluation.evaluate_binary(pred, spec_target=spec_target, n_boot=n_boot, seed=seed)
