@@ -266,3 +266,21 @@ def test_repeated_id_keeps_the_first_row_and_counts_the_others(tmp_path):
     assert got.dropped == {"below_dice": 1, "duplicate_id": 2}
     assert got.why_missing("a") == "" and got.why_missing("b") == "below_dice"
     assert got.why_missing("c") == "no_chexmask_row"
+
+
+def test_table_is_streamed_once_for_the_ids_of_one_report(nih_table, monkeypatch):
+    # notebook 04 asks for the test images, then for a few of them (failure review)
+    path, _ = nih_table
+    calls = []
+    read = CM.read_chexmask
+    monkeypatch.setattr(LM, "read_chexmask", lambda *a, **k: calls.append(a[1]) or read(*a, **k))
+    LM._CHEXMASK_ROWS.clear()
+    ids = ["00000001_000.png", "00000002_001.png", "00000003_000.png"]
+    first = LM.lung_masks("chexmask", _images(ids), 8, table=path)
+    again = LM.lung_masks("chexmask", _images(ids[1:]), 8, table=path)
+    assert len(calls) == 1 and (again.masks == first.masks[1:]).all()
+    LM.lung_masks("chexmask", _images(["00000099_000.png"]), 8, table=path)
+    assert len(calls) == 2 and set(calls[1]) == {*ids, "00000099_000.png"}
+    path.touch()  # a new file version is read again
+    LM.lung_masks("chexmask", _images(ids[:1]), 8, table=path)
+    assert len(calls) == 3

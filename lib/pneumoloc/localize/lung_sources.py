@@ -196,19 +196,24 @@ def _check_frame(rows: ChexmaskRows, key: str, image: pd.Series) -> None:
             "Preprocessed masks are padded to 1024 x 1024).")
 
 
-@lru_cache(maxsize=2)
-def _chexmask_rows_cached(path: str, stamp: tuple[int, int], keys: frozenset[str], min_dice: float,
-                          id_column: str) -> ChexmaskRows:
-    return read_chexmask(path, keys, min_dice, id_column)
+# the rows last read: (file, version, Dice cut, id column) -> (ids asked so far, their rows)
+_CHEXMASK_ROWS: dict[tuple, tuple[frozenset[str], ChexmaskRows]] = {}
 
 
 def _chexmask_rows(path: Path, keys: frozenset[str], min_dice: float, id_column: str) -> ChexmaskRows:
-    """The rows of ``keys``, read once per file version (the report asks once per map size)."""
+    """The rows of ``keys``; the file (GBs for NIH) is streamed again only for ids not asked before
+    or a new file version (notebook 04 asks for the test images, then for some of them)."""
     if not path.is_file():
         raise FileNotFoundError(f"CheXmask table {path} not found: download it from PhysioNet "
                                 "(chexmask-cxr-segmentation-data) into data/chexmask/ (data/README.md)")
     st = path.stat()
-    return _chexmask_rows_cached(str(path), (st.st_mtime_ns, st.st_size), keys, float(min_dice), id_column)
+    tag = (str(path), st.st_mtime_ns, st.st_size, float(min_dice), id_column)
+    asked, rows = _CHEXMASK_ROWS.get(tag, (frozenset(), None))
+    if rows is None or not keys <= asked:
+        asked = asked | keys
+        _CHEXMASK_ROWS.clear()  # one table held at a time
+        _CHEXMASK_ROWS[tag] = asked, read_chexmask(path, asked, min_dice, id_column)
+    return _CHEXMASK_ROWS[tag][1]
 
 
 def classical_lung_mask(image: np.ndarray, atlas: np.ndarray | None = None) -> np.ndarray:
