@@ -115,6 +115,9 @@ def test_read_keeps_rows_at_or_above_the_dice_threshold_and_counts_the_rest(nih_
     assert CM.read_chexmask(path, min_dice=0.85).dropped == {"below_dice": 1}  # >= keeps the 0.85 rows
     assert CM.read_chexmask(path, min_dice=0.86).dropped == {"below_dice": 4}
     assert CM.read_chexmask(path, ids=["00000002_001.png", "nope"]).rows.index.tolist() == ["00000002_001.png"]
+    gz = path.with_suffix(".csv.gz")  # PhysioNet also serves the tables gzipped
+    pd.read_csv(path).to_csv(gz, index=False)
+    assert CM.read_chexmask(gz).rows.equals(rows.rows)
 
 
 def test_read_names_the_file_and_the_missing_columns(tmp_path):

@@ -74,13 +74,13 @@ def rle_decode(rle: str | float | None, height: int, width: int) -> np.ndarray:
     try:
         runs = np.array(tokens, dtype=np.int64)
     except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise ValueError(f"run-length code: {bad[:20]!r} is not an integer") from None
+        bad = [t for t in tokens if not t.lstrip("+-").isdigit()] or tokens
+        raise ValueError(f"run-length code: {bad[0][:20]!r} is not an integer") from None
     if runs.size % 2:
         raise ValueError(f"run-length code has an odd number of values ({runs.size}); it holds start-length pairs")
     starts, lengths = runs[0::2] - 1, runs[1::2]
     _check_runs(starts, lengths, height, width)
-    # flat index of every lung pixel: 0..L-1 shifted, run by run, to its run's start
+    # flat index of every masked pixel: 0..L-1 shifted, run by run, to its run's start
     # (touches only the pixels inside runs instead of a pass over the whole mask)
     before = np.cumsum(lengths) - lengths  # pixels in earlier runs
     flat = np.zeros(n, bool)
@@ -198,7 +198,8 @@ def read_chexmask(path: str | os.PathLike, ids: Iterable[str] | None = None, min
     use = [key, *_FRAME, *(c for c in (*STRUCTURES, DICE, "Dice RCA (Max)") if c in columns)]
     wanted = None if ids is None else set(map(str, ids))
     parts, offset = [], 0
-    chunks = pd.read_csv(path, usecols=use, dtype={key: str}, chunksize=_CHUNK_ROWS)
+    text = {c: str for c in (key, *STRUCTURES) if c in use}  # ids like 00000001 and codes stay text
+    chunks = pd.read_csv(path, usecols=use, dtype=text, chunksize=_CHUNK_ROWS)
     for chunk in tqdm(chunks, desc=f"CheXmask {path.name}", unit="chunk", disable=not progress or
                       path.stat().st_size < 50e6):
         chunk["line"] = np.arange(offset, offset + len(chunk)) + 2  # header is line 1
