@@ -17,6 +17,8 @@ __all__ = ["recipe", "headline_table", "browser_app"]
 
 def recipe(config: dict) -> str:
     """One line describing how a model was trained, from its ``config.json``."""
+    if config.get("recipe"):  # not trained here, e.g. "published checkpoint" (pneumoloc import-checkpoint)
+        return config["recipe"]
     t = config.get("train", {})
     if not t:
         return "recipe not recorded"
