@@ -46,6 +46,8 @@ def test_boxes_from_bbox_list(nih_root):
     assert set(t.boxes["image_id"]) <= set(t.images.loc[t.images["label"] == 1, "image_id"])
     every = read_dataset("nih", str(nih_root), box_findings=(), progress=False)
     assert len(every.boxes) == len(lines)
+    # each box keeps its finding: the ChestX-ray8 protocol scores a finding's boxes with its maps
+    assert every.boxes["finding"].tolist() == [ln.split(",")[1] for ln in lines]
 
 
 def test_official_split_and_2017_table(tmp_path):

@@ -18,7 +18,7 @@ mask_path      optional: absolute path of a lung mask (PNG, same size, lungs > 0
 =============  ==========================================================
 
 ``boxes`` — one row per box, ``image_id, x, y, w, h`` in original pixels (x, y =
-top-left corner). Images without boxes have no rows.
+top-left corner), optionally ``finding`` (the box's label, NIH). Images without boxes have no rows.
 
 ``split`` is added by :mod:`pneumoloc.data.splits` and saved with the run; :func:`load_tables`
 re-validates the schema and the split on every load, so a split file edited or mixed up after

@@ -218,5 +218,6 @@ def finish(name: str, root: str, images: pd.DataFrame, boxes: pd.DataFrame | Non
         boxes = pd.DataFrame({"image_id": pd.Series(dtype=str), **{c: pd.Series(dtype=float) for c in "xywh"}})
     boxes = boxes.assign(image_id=boxes["image_id"].astype(str))
     boxes = boxes[boxes["image_id"].isin(kept["image_id"])].reset_index(drop=True)
-    return DatasetTables(images=kept, boxes=boxes[["image_id", "x", "y", "w", "h"]], name=name,
+    columns = ["image_id", "x", "y", "w", "h"] + (["finding"] if "finding" in boxes else [])  # finding: optional
+    return DatasetTables(images=kept, boxes=boxes[columns], name=name,
                          root=str(root), findings=list(findings), skipped=skipped)

@@ -12,7 +12,7 @@ Layout::
 Patients come from ``Patient ID`` (up to 184 images per patient: an image-level
 split leaks heavily, see :mod:`pneumoloc.data.xrv_assets`). The binary label is
 Pneumonia; the 14 findings are float columns (1/0, no uncertainty in NIH labels).
-Boxes are in the 1024-pixel PNG frame.
+Boxes are in the 1024-pixel PNG frame; the boxes table keeps each box's ``finding``.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def _boxes(root: Path, bbox_csv: str, box_findings: tuple) -> pd.DataFrame:
                         **{c: df.iloc[:, 2 + k].astype(float) for k, c in enumerate("xywh")}})
     if box_findings:
         out = out[out["finding"].isin(box_findings)]
-    return out[["image_id", "x", "y", "w", "h"]].reset_index(drop=True)
+    return out[["image_id", "x", "y", "w", "h", "finding"]].reset_index(drop=True)
 
 
 def _official(root: Path, ids: pd.Series) -> np.ndarray:
