@@ -81,3 +81,43 @@ def test_notebooks_04_and_05_write_tables(tiny_run):
     assert set(depth["feature_size"]) == {"4x4", "4x4+2x2"}
     summary = pd.read_csv(root / "run" / "ensembles" / "summary.csv")
     assert {"resnet18", "mobilenet_v3"} <= set(summary["system"])
+
+
+def test_map_jobs_run_at_once_and_the_gallery_stage_reuses_their_maps(tiny_run, tmp_path):
+    """The tiny spec's 03 per-backbone map jobs under ``--executor local --workers 2``: both run
+    at once, store maps of the inline run's checkpoints, and the plain 03 stage after them
+    (gallery, sanity, browser) reuses those files instead of recomputing them."""
+    import shutil
+    from datetime import datetime
+
+    from pneumoloc.environment import RUNS_DIR
+    from pneumoloc.runs.runner import run_spec
+
+    root, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    shutil.rmtree(run / "maps")
+    m = run_spec(RUNS_DIR / "tiny.yaml", only=["03"], force=True, run_dir=run, figures_dir=tmp_path / "fig",
+                 overrides={"data_root": str(root / "phantom")}, executor="local", workers=2)
+    records = {r["name"]: r for r in m["stages"]}
+    jobs = [records[f"03_gradcam_gallery[{b}]"] for b in ("resnet18", "mobilenet_v3")]
+    assert [r["status"] for r in jobs] == ["ok", "ok"] and records["03_gradcam_gallery"]["status"] == "ok"
+    (a0, a1), (b0, b1) = ((datetime.fromisoformat(r["started"]), datetime.fromisoformat(r["ended"])) for r in jobs)
+    assert max(a0, b0) < min(a1, b1), "the two map jobs did not overlap"
+    gallery_start = datetime.fromisoformat(records["03_gradcam_gallery"]["started"])
+    assert gallery_start >= max(a1, b1), "the gallery stage started before the map jobs finished"
+    files = sorted((run / "maps").glob("*/*.npz"))
+    assert {f.parent.name for f in files} == {"resnet18", "mobilenet_v3"}
+    written = {f: f.stat().st_mtime_ns for f in files}
+    # manifest times are whole seconds, truncated
+    assert all(t / 1e9 < max(a1, b1).timestamp() + 1 for t in written.values()), \
+        "the gallery stage rewrote maps the jobs had stored"
+    from pneumoloc.explain.stored import load_maps
+    from pneumoloc.environment import RunPaths
+    for backbone in ("resnet18", "mobilenet_v3"):
+        ours = load_maps(RunPaths(root=run, figures=tmp_path / "fig"), backbone, "gradcam")
+        inline = load_maps(RunPaths(root=root / "run", figures=root / "figures"), backbone, "gradcam")
+        assert ours.meta["checkpoint_sha256"] == inline.meta["checkpoint_sha256"]
+        assert ours.meta["parameters"] == inline.meta["parameters"]
+        assert list(ours.image_ids) == list(inline.image_ids)
+    assert (tmp_path / "fig" / "03_gallery_resnet18.png").exists()
