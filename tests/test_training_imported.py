@@ -102,6 +102,15 @@ def test_missing_or_placeholder_files_name_the_file_and_the_fix(tmp_path, capsys
     assert str(pointer) in err and "Git LFS pointer" in err and "git lfs pull" in err
 
 
+@pytest.mark.parametrize("content", [b"hello, not a checkpoint", bytes(range(256)) * 4])
+def test_files_that_are_not_checkpoints_are_option_errors_naming_the_file(tmp_path, capsys, content):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(content)
+    assert main(["import-checkpoint", str(junk), "--backbone", ARCH, "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert str(junk) in err and "weights_only=False" not in err  # torch's advice to load unsafely is dropped
+
+
 def test_arch_mismatch_names_the_file_and_the_backbone_to_use(tmp_path):
     _write(tmp_path / "resnet.pt", "resnet18", SIZE)
     run = RunPaths.from_params(str(tmp_path / "run"))

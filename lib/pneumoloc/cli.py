@@ -190,6 +190,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _import_checkpoint(args: argparse.Namespace) -> int:
     """``pneumoloc import-checkpoint``: :func:`pneumoloc.training.imported.import_into_run`."""
+    import pickle
+
     from .environment import RUNS_DIR, RunPaths, resolve
     from .training.imported import import_into_run
 
@@ -198,7 +200,7 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
         done = import_into_run(args.path, RunPaths.from_params(str(root)), args.backbone,
                                image_size=args.image_size, spec_target=args.spec_target, n_boot=args.n_boot,
                                seed=args.seed, device=args.device)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, pickle.UnpicklingError) as e:
         print(f"pneumoloc import-checkpoint: {e}", file=sys.stderr)
         return 2
     auc = done.scores["operating_points"]["default"]["roc_auc"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from typing import Any, Callable
 
 import torch
@@ -229,9 +230,16 @@ def import_paper_checkpoint(path: str | os.PathLike) -> PaperClassifier:
     with torch.serialization.safe_globals(_numpy_scalar_globals()):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError) as err:  # not a torch file, or truncated
-            raise ValueError(f"{path} is not a readable torch checkpoint ({err}); copy the .pt file their "
-                             f"train.py saved again (the copy may be truncated)") from err
+        except pickle.UnpicklingError as err:
+            # torch's message suggests turning weights_only off; keep only its reason (e.g. the refused global)
+            text = str(err)
+            reason = " ".join(text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0].split())
+            raise pickle.UnpicklingError(f"{path} was refused by torch.load(weights_only=True): it holds objects "
+                                         f"other than tensors and plain values, or is not a torch file ({reason}); "
+                                         f"pneumoloc loads only tensors and plain values") from err
+        except (RuntimeError, EOFError, KeyError, ValueError) as err:  # not a torch file, or truncated
+            raise ValueError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {err}); copy "
+                             f"the .pt file their train.py saved again (the copy may be truncated)") from err
     missing = {"model_state", "class_to_idx", "arch"} - set(ckpt if isinstance(ckpt, dict) else ())
     if missing:
         raise ValueError(f"{path} is not a paper checkpoint: missing {sorted(missing)} "
