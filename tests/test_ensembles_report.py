@@ -39,6 +39,20 @@ def test_classification_headers_name_compare_systems_columns():
     assert shown.loc["b", "DeLong p"] == f"{r.delong_p:.3f}"  # no interval: a plain number
 
 
+def test_compare_systems_on_a_test_split_with_one_negative():
+    """A tiny test split (one negative image, as RSNA's Normal class in a small subset gives) has an
+    ROC-AUC but no DeLong variance (it needs two images per class): the test is NaN, the table stays."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.array([0, 1, 1, 1])
+    systems = {"a": np.array([0.1, 0.9, 0.8, 0.3]), "b": np.array([0.5, 0.6, 0.2, 0.7])}
+    cls = report.compare_systems(y, np.arange(4), systems, "a", n_boot=20).set_index("system")
+    assert cls.loc["b", "roc_auc"] == pytest.approx(roc_auc_score(y, systems["b"]))
+    assert cls[["delong_z", "delong_p"]].isna().all().all()
+    shown = report.format_ci(cls, report.CLASSIFICATION_HEADERS)
+    assert shown.loc["b", "DeLong p"] == "–"
+
+
 def run_with_maps(tmp_path):
     """A synthetic run (stored predictions of m1, m2; test images img020..img039) with dataset tables
     (image and lung-mask files, one box on every other image) and stored gradcam maps; m2 lacks

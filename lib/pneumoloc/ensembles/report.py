@@ -178,6 +178,17 @@ def _percentile(point: float, stats: np.ndarray, level: float) -> Estimate:
     return Estimate(float(point), float(low), float(high), int(ok.size), int(stats.size - ok.size))
 
 
+def _delong(y: np.ndarray, score: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """DeLong's z and p of ``score`` vs ``reference``; NaN when the test split has fewer than two
+    images of a class (DeLong's variance estimate needs two per class, DeLong et al. 1988)."""
+    from ..evaluate.delong import delong_test
+
+    if min(int((y == 1).sum()), int((y == 0).sum())) < 2:
+        return {"delong_z": np.nan, "delong_p": np.nan}
+    test = delong_test(y, score, reference)
+    return {"delong_z": test.z, "delong_p": test.p_value}
+
+
 def compare_systems(y: np.ndarray, groups: Sequence, systems: dict[str, np.ndarray], reference: str,
                     metrics: Sequence[str] = ("roc_auc", "pr_auc", "accuracy", "f1"),
                     threshold: float = 0.5, n_boot: int = 1000, seed: int = 0,
@@ -193,10 +204,9 @@ def compare_systems(y: np.ndarray, groups: Sequence, systems: dict[str, np.ndarr
     Returns:
         One row per system: ``system``; for each metric ``<m>``, ``<m>_low``, ``<m>_high``
         (patient bootstrap), ``d_<m>``, ``d_<m>_low``, ``d_<m>_high`` (paired bootstrap of
-        system - reference); ``delong_z``, ``delong_p`` for the ROC-AUC difference.
+        system - reference); ``delong_z``, ``delong_p`` for the ROC-AUC difference (NaN with
+        fewer than two test images of a class).
     """
-    from ..evaluate.delong import delong_test
-
     if reference not in systems:
         raise KeyError(f"reference {reference!r} is not among the systems {list(systems)}")
     y = np.asarray(y, dtype=float)
@@ -220,8 +230,7 @@ def compare_systems(y: np.ndarray, groups: Sequence, systems: dict[str, np.ndarr
             d = _percentile(point[name][k] - point[reference][k], boot[name][:, k] - boot[reference][:, k], level)
             row.update({m: est.value, f"{m}_low": est.low, f"{m}_high": est.high,
                         f"d_{m}": d.value, f"d_{m}_low": d.low, f"d_{m}_high": d.high})
-        test = delong_test(y.astype(int), p, systems[reference])
-        row.update({"delong_z": test.z, "delong_p": test.p_value})
+        row.update(_delong(y.astype(int), p, systems[reference]))
         rows.append(row)
     return pd.DataFrame(rows)
 
