@@ -9,9 +9,8 @@ import sys
 from datetime import datetime
 
 import pytest
-from notebook_factory import write_notebook
+from notebook_factory import notebook_dir, write_notebook, write_spec
 
-from pneumoloc.runs import spec as runspec
 from pneumoloc.runs.executors import pinned_env
 from pneumoloc.runs.manifest import ManifestStore
 from pneumoloc.runs.runner import RunFailed, run_spec
@@ -36,20 +35,11 @@ if name == "bad" and not pathlib.Path(run_dir, "fixed").exists():
 
 @pytest.fixture
 def nbdir(tmp_path, monkeypatch):
-    d = tmp_path / "notebooks"
-    d.mkdir()
-    monkeypatch.setattr(runspec, "NOTEBOOKS_DIR", d)
-    monkeypatch.setattr(runspec, "library_hash", lambda: "fixed")
-    write_notebook(d / "a_pinned.ipynb", PARAMS, PINNED)
-    write_notebook(d / "b_flaky.ipynb", PARAMS, FLAKY)
-    write_notebook(d / "c_after.ipynb", PARAMS, "import pathlib\npathlib.Path(run_dir, 'after.txt').write_text('x')")
-    return d
-
-
-def spec(tmp_path, body):
-    p = tmp_path / "spec.yaml"
-    p.write_text(body)
-    return p
+    return notebook_dir(tmp_path, monkeypatch, PARAMS, {
+        "a_pinned": (PINNED,),
+        "b_flaky": (FLAKY,),
+        "c_after": ("import pathlib\npathlib.Path(run_dir, 'after.txt').write_text('x')",),
+    })
 
 
 def _interval(rec):
@@ -58,7 +48,7 @@ def _interval(rec):
 
 def test_local_executor_runs_a_foreach_entry_at_once_and_pins_each_stage(tmp_path, nbdir, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: pinning is by CPU threads only
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_pinned\n    foreach: {name: [p, q]}\n"
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_pinned\n    foreach: {name: [p, q]}\n"
                        "  - notebook: c_after\n")
     m = run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", executor="local", workers=2)
     assert m["executor"] == "local" and [r["status"] for r in m["stages"]] == ["ok", "ok", "ok"]
@@ -74,7 +64,7 @@ def test_local_executor_runs_a_foreach_entry_at_once_and_pins_each_stage(tmp_pat
 
 
 def test_local_executor_finishes_the_entry_then_stops_at_a_failure(tmp_path, nbdir):
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: b_flaky\n    foreach: {name: [bad, good]}\n"
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: b_flaky\n    foreach: {name: [bad, good]}\n"
                        "  - notebook: c_after\n")
     with pytest.raises(RunFailed, match=r"b_flaky\[bad\].*failed.*not fixed yet"):
         run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", executor="local", workers=2)
@@ -84,7 +74,7 @@ def test_local_executor_finishes_the_entry_then_stops_at_a_failure(tmp_path, nbd
 
 
 def test_resume_reruns_only_what_failed_and_asks_it_to_continue(tmp_path, nbdir):
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: b_flaky\n    foreach: {name: [bad, good]}\n"
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: b_flaky\n    foreach: {name: [bad, good]}\n"
                        "  - notebook: c_after\n")
     with pytest.raises(RunFailed):
         run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig")
@@ -134,7 +124,7 @@ def test_manifest_store_loses_no_update_between_processes(tmp_path):
 def test_status_check_and_bad_options_from_the_command_line(tmp_path, nbdir, capsys):
     from pneumoloc import cli
 
-    s = spec(tmp_path, "name: t\nresources: {cpus_per_task: 2}\nnotebooks:\n  - notebook: c_after\n")
+    s = write_spec(tmp_path, "name: t\nresources: {cpus_per_task: 2}\nnotebooks:\n  - notebook: c_after\n")
     assert cli.main(["run", str(s), "--check", "--executor", "slurm"]) == 0
     out = capsys.readouterr().out
     assert "c_after" in out and "cpus_per_task=2" in out and not (tmp_path / "run").exists()
@@ -154,7 +144,7 @@ def test_status_check_and_bad_options_from_the_command_line(tmp_path, nbdir, cap
 
 
 def test_unknown_executor_lists_the_known_ones(tmp_path, nbdir):
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: c_after\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: c_after\n")
     with pytest.raises(ValueError, match="inline.*local.*slurm"):
         run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", executor="pbs")
 
@@ -200,7 +190,7 @@ def test_sigterm_stops_every_stage_the_local_executor_runs(tmp_path, nbdir):
     import psutil
 
     write_notebook(nbdir / "s_sleep.ipynb", PARAMS, SLEEPER)
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: s_sleep\n    foreach: {name: [p, q]}\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: s_sleep\n    foreach: {name: [p, q]}\n")
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", CLI, str(nbdir), "run", str(s), "--executor", "local",
                              "--workers", "2", "--run-dir", str(run), "--figures-dir", str(tmp_path / "f")],

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from notebook_factory import write_notebook
+from notebook_factory import notebook_dir, write_spec
 
 from pneumoloc.runs import spec as runspec
 
@@ -11,23 +11,14 @@ PARAMS = 'run_dir = "x"  # run\nfigures_dir = ""  # figures\nname = "a"  # a nam
 
 @pytest.fixture
 def nbdir(tmp_path, monkeypatch):
-    d = tmp_path / "notebooks"
-    d.mkdir()
-    monkeypatch.setattr(runspec, "NOTEBOOKS_DIR", d)
-    monkeypatch.setattr(runspec, "library_hash", lambda: "fixed")
-    write_notebook(d / "a_ok.ipynb", PARAMS, "x = 1")
-    write_notebook(d / "b_ok.ipynb", PARAMS, "x = 2")
-    return d
-
-
-def _spec(tmp_path, body: str):
-    p = tmp_path / "spec.yaml"
-    p.write_text(body)
-    return p
+    return notebook_dir(tmp_path, monkeypatch, PARAMS, {
+        "a_ok": ("x = 1",),
+        "b_ok": ("x = 2",),
+    })
 
 
 def test_defaults_and_per_entry_overrides(tmp_path, nbdir):
-    s = runspec.load_spec(_spec(tmp_path, (
+    s = runspec.load_spec(write_spec(tmp_path, (
         "name: t\nresources: {partition: gpu, cpus_per_task: 4, mem_gb: 16, timeout_min: 60}\nnotebooks:\n"
         "  - notebook: a_ok\n"
         "  - notebook: b_ok\n    foreach: {name: [p, q]}\n    resources: {gpus_per_node: 2, timeout_min: 600}\n")))
@@ -39,8 +30,8 @@ def test_defaults_and_per_entry_overrides(tmp_path, nbdir):
 
 
 def test_resources_do_not_change_fingerprints(tmp_path, nbdir):
-    plain = runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n"))
-    asked = runspec.load_spec(_spec(tmp_path, "name: t\nresources: {gpus_per_node: 8}\n"
+    plain = runspec.load_spec(write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n"))
+    asked = runspec.load_spec(write_spec(tmp_path, "name: t\nresources: {gpus_per_node: 8}\n"
                                               "notebooks:\n  - notebook: a_ok\n"))
     assert plain.stages[0].fingerprint == asked.stages[0].fingerprint
 
@@ -61,17 +52,17 @@ def test_bad_resources_name_the_spec_and_key(tmp_path, nbdir, resources, message
             f"name: t\nnotebooks:\n  - notebook: a_ok\n    resources: {resources}\n")
     with pytest.raises(ValueError, match=r"spec\.yaml: " + ("notebook entry 'a_ok': " if where == "entry" else "")
                        + r"resources\b.*" + message):
-        runspec.load_spec(_spec(tmp_path, body))
+        runspec.load_spec(write_spec(tmp_path, body))
 
 
 def test_two_entries_with_the_same_stage_name_are_an_error(tmp_path, nbdir):
     """Entries of one notebook in a row run side by side (one step); each needs its own stage name,
     hence its own output notebook and manifest record."""
-    ok = runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p]}\n"
+    ok = runspec.load_spec(write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p]}\n"
                                            "  - notebook: a_ok\n    foreach: {name: [q]}\n"))
     assert [st.name for st in ok.stages] == ["a_ok[p]", "a_ok[q]"]
     with pytest.raises(ValueError, match=r"spec\.yaml: stage 'a_ok\[p\]' appears twice.*foreach"):
-        runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p]}\n"
+        runspec.load_spec(write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p]}\n"
                                           "  - notebook: a_ok\n    foreach: {name: [p]}\n"))
     with pytest.raises(ValueError, match=r"stage 'a_ok' appears twice"):
-        runspec.load_spec(_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n  - notebook: a_ok\n"))
+        runspec.load_spec(write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n  - notebook: a_ok\n"))

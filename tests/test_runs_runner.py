@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from notebook_factory import write_notebook  # noqa: E402
+from notebook_factory import notebook_dir, write_spec  # noqa: E402
 
 from pneumoloc.runs import spec as runspec  # noqa: E402
 from pneumoloc.runs.runner import RunFailed, run_spec, select_stages  # noqa: E402
@@ -24,17 +24,13 @@ PARAMS = 'run_dir = "x"  # run\nfigures_dir = ""  # figures\nvalue = 1  # a numb
 
 @pytest.fixture
 def nbdir(tmp_path, monkeypatch):
-    d = tmp_path / "notebooks"
-    d.mkdir()
-    monkeypatch.setattr(runspec, "NOTEBOOKS_DIR", d)
-    # other work on the library must not change fingerprints mid-test
-    monkeypatch.setattr(runspec, "library_hash", lambda: "fixed")
-    write_notebook(d / "a_ok.ipynb", PARAMS, "import pathlib\npathlib.Path(run_dir, f'out_{name}.txt').write_text(str(value * 2))")
-    write_notebook(d / "b_fail.ipynb", PARAMS, "x = 1", "raise RuntimeError('boom at value %d' % value)")
-    write_notebook(d / "c_slow.ipynb", PARAMS, "import time\ntime.sleep(60)")
-    write_notebook(d / "d_die.ipynb", PARAMS, "import os\nos._exit(1)")
-    write_notebook(d / "e_pids.ipynb", PARAMS, PIDS_CELL)
-    return d
+    return notebook_dir(tmp_path, monkeypatch, PARAMS, {
+        "a_ok": ("import pathlib\npathlib.Path(run_dir, f'out_{name}.txt').write_text(str(value * 2))",),
+        "b_fail": ("x = 1", "raise RuntimeError('boom at value %d' % value)",),
+        "c_slow": ("import time\ntime.sleep(60)",),
+        "d_die": ("import os\nos._exit(1)",),
+        "e_pids": (PIDS_CELL,),
+    })
 
 
 # The kernel starts a child (as a DataLoader worker would), records both pids atomically, then sleeps.
@@ -91,14 +87,8 @@ def stage_pids():
             proc.kill()
 
 
-def spec(tmp_path, body):
-    p = tmp_path / "spec.yaml"
-    p.write_text(body)
-    return p
-
-
 def test_runs_notebooks_and_writes_manifest(tmp_path, nbdir):
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p, q]}\n"
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p, q]}\n"
                        "    parameters: {value: 3}\n    overrides: {q: {value: 5}}\n")
     m = run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig")
     assert [x["status"] for x in m["stages"]] == ["ok", "ok"]
@@ -118,7 +108,7 @@ def test_runs_notebooks_and_writes_manifest(tmp_path, nbdir):
 
 
 def test_failing_notebook_is_kept_and_named(tmp_path, nbdir):
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: b_fail\n  - notebook: a_ok\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: b_fail\n  - notebook: a_ok\n")
     with pytest.raises(RunFailed, match=r"b_fail.*code cell 3: RuntimeError: boom at value 1"):
         run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig")
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -129,14 +119,14 @@ def test_failing_notebook_is_kept_and_named(tmp_path, nbdir):
 
 
 def test_timeout_and_dead_kernel(tmp_path, nbdir, stage_pids):
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: e_pids\n    timeout: 15\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: e_pids\n    timeout: 15\n")
     with pytest.raises(RunFailed, match="timeout"):
         run_spec(s, run_dir=tmp_path / "r1", figures_dir=tmp_path / "fig")
     kernel, child = stage_pids(tmp_path / "r1", wait=0)
     assert not alive(kernel) and not alive(child), "a timed-out stage left its kernel or the kernel's child running"
     m = json.loads((tmp_path / "r1" / "manifest.json").read_text())
     assert m["stages"][0]["status"] == "timeout" and m["status"] == "failed"
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: d_die\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: d_die\n")
     with pytest.raises(RunFailed, match="failed"):
         run_spec(s, run_dir=tmp_path / "r2", figures_dir=tmp_path / "fig")
     assert json.loads((tmp_path / "r2" / "manifest.json").read_text())["stages"][0]["status"] == "failed"
@@ -150,11 +140,11 @@ def test_timeout_and_dead_kernel(tmp_path, nbdir, stage_pids):
 ])
 def test_spec_errors_name_the_problem(tmp_path, nbdir, body, message):
     with pytest.raises(ValueError, match=message):
-        runspec.load_spec(spec(tmp_path, body))
+        runspec.load_spec(write_spec(tmp_path, body))
 
 
 def test_only_and_from_select_stages(tmp_path, nbdir):
-    s = runspec.load_spec(spec(tmp_path, "notebooks:\n  - notebook: a_ok\n    foreach: {name: [p, q]}\n"
+    s = runspec.load_spec(write_spec(tmp_path, "notebooks:\n  - notebook: a_ok\n    foreach: {name: [p, q]}\n"
                                          "  - notebook: b_fail\n"))
     names = [x.name for x in s.stages]
     assert names == ["a_ok[p]", "a_ok[q]", "b_fail"]
@@ -169,7 +159,7 @@ def test_only_and_from_select_stages(tmp_path, nbdir):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_papermill_and_kernel_and_lock_refuses_a_second_run(tmp_path, nbdir, stage_pids, sig, code):
     run, fig = tmp_path / "run", tmp_path / "fig"
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: e_pids\n    timeout: 100\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: e_pids\n    timeout: 100\n")
     runner = start_cli(nbdir, s, "--run-dir", run, "--figures-dir", fig)
     try:
         kernel, child = stage_pids(run, runner)
@@ -203,7 +193,7 @@ def test_what_a_runner_killed_with_sigkill_leaves_is_taken_over(tmp_path, nbdir,
     run = tmp_path / "run"
     run.mkdir()
     (run / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": "here", "started": "earlier"}))
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p, q]}\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n    foreach: {name: [p, q]}\n")
     stages = [{"name": n, "notebook": "a_ok.ipynb", "fingerprint": "x", "status": st}
               for n, st in (("a_ok[p]", "running"), ("a_ok[q]", "not run"))]
     (run / "manifest.json").write_text(json.dumps({"run": "t", "status": "running", "stages": stages}))
@@ -217,7 +207,7 @@ def test_unreadable_previous_manifest_reruns_everything(tmp_path, nbdir, capsys)
     run = tmp_path / "run"
     run.mkdir()
     (run / "manifest.json").write_text('{"run": "t", "stages": [{"na')
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n")
     m = run_spec(s, run_dir=run, figures_dir=tmp_path / "fig")
     assert m["stages"][0]["status"] == "ok"
     assert "manifest.json is unreadable" in capsys.readouterr().err
@@ -229,7 +219,7 @@ def test_lock_held_in_this_process_refuses(tmp_path, nbdir):
 
     run = tmp_path / "run"
     run.mkdir()
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n")
     with run_lock(run):
         with pytest.raises(RunLocked, match=f"pid {os.getpid()}"):
             run_spec(s, run_dir=run, figures_dir=tmp_path / "fig")
@@ -244,7 +234,7 @@ def test_first_error_copes_with_unreadable_notebooks(tmp_path, text):
 
 
 def test_half_written_output_notebook_is_reexecuted(tmp_path, nbdir):
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_ok\n")
     run = tmp_path / "run"
     run_spec(s, run_dir=run, figures_dir=tmp_path / "fig")
     out = run / "a_ok.ipynb"
@@ -260,7 +250,7 @@ def test_failure_with_a_half_written_notebook_is_reported(tmp_path, nbdir, monke
     """papermill killed while writing: the stage fails with a message instead of the runner crashing."""
     from pneumoloc.runs import stage as runs
 
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: d_die\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: d_die\n")
     real_popen = subprocess.Popen
 
     def popen_then_truncate(cmd, **kw):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from local_slurm import LocalSlurm, missing_daemons
-from notebook_factory import write_notebook
+from notebook_factory import notebook_dir, write_notebook, write_spec
 
 from pneumoloc.runs import spec as runspec
 from pneumoloc.runs.runner import RunFailed, run_spec
@@ -48,27 +48,18 @@ def slurm():
 
 @pytest.fixture
 def nbdir(tmp_path, monkeypatch):
-    d = tmp_path / "notebooks"
-    d.mkdir()
-    monkeypatch.setattr(runspec, "NOTEBOOKS_DIR", d)
-    monkeypatch.setattr(runspec, "library_hash", lambda: "fixed")
-    write_notebook(d / "a_where.ipynb", PARAMS, WHERE)
-    write_notebook(d / "c_after.ipynb", PARAMS, "import pathlib\npathlib.Path(run_dir, 'after.txt').write_text('x')")
-    return d
-
-
-def spec(tmp_path, body):
-    p = tmp_path / "spec.yaml"
-    p.write_text(body)
-    return p
+    return notebook_dir(tmp_path, monkeypatch, PARAMS, {
+        "a_where": (WHERE,),
+        "c_after": ("import pathlib\npathlib.Path(run_dir, 'after.txt').write_text('x')",),
+    })
 
 
 def test_checkpoint_requeues_the_stage_with_resume(tmp_path, nbdir):
-    stage = runspec.load_spec(spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_where\n")).stages[0]
+    stage = runspec.load_spec(write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_where\n")).stages[0]
     delayed = StageJob(stage, None).checkpoint()
     assert delayed.function.stage is stage and delayed.function.extra == {"resume": True}
     write_notebook(nbdir / "d_plain.ipynb", 'run_dir = "x"  # run\nfigures_dir = ""  # figures\n', "x = 1")
-    plain = runspec.load_spec(spec(tmp_path, "name: t\nnotebooks:\n  - notebook: d_plain\n")).stages[0]
+    plain = runspec.load_spec(write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: d_plain\n")).stages[0]
     assert StageJob(plain, None).checkpoint().function.extra == {}  # the notebook declares no resume
 
 
@@ -86,7 +77,7 @@ def test_a_stale_queue_state_never_overwrites_a_jobs_outcome(tmp_path):
 
 
 def test_sbatch_parameters_come_from_the_resources(tmp_path, nbdir):
-    s = runspec.load_spec(spec(tmp_path, "name: t\ntimeout: 600\nresources: {partition: gpu, mem_gb: 1.5}\n"
+    s = runspec.load_spec(write_spec(tmp_path, "name: t\ntimeout: 600\nresources: {partition: gpu, mem_gb: 1.5}\n"
                                          "notebooks:\n  - notebook: c_after\n    resources: {gpus_per_node: 2}\n"))
     p = sbatch_parameters(s.stages[0], "t", ["17", "18"])
     assert p["partition"] == "gpu" and p["gpus_per_node"] == 2 and p["mem"] == "1536M" and p["time"] == 15
@@ -95,7 +86,7 @@ def test_sbatch_parameters_come_from_the_resources(tmp_path, nbdir):
 
 @needs_slurm
 def test_stages_become_jobs_and_arrays_chained_by_afterok(tmp_path, nbdir, slurm):
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_where\n    foreach: {name: [p, q]}\n"
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_where\n    foreach: {name: [p, q]}\n"
                        "  - notebook: a_where\n    foreach: {name: [r]}\n    resources: {cpus_per_task: 1}\n"
                        "  - notebook: c_after\n")
     m = run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", executor="slurm")
@@ -119,7 +110,7 @@ def test_stages_become_jobs_and_arrays_chained_by_afterok(tmp_path, nbdir, slurm
 
 @needs_slurm
 def test_a_failed_job_cancels_the_jobs_after_it(tmp_path, nbdir, slurm):
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_where\n    foreach: {name: [bad, q]}\n"
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: a_where\n    foreach: {name: [bad, q]}\n"
                        "  - notebook: c_after\n")
     with pytest.raises(RunFailed, match=r"a_where\[bad\].*failed.*bad stage"):
         run_spec(s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", executor="slurm")
@@ -134,7 +125,7 @@ def test_jobs_of_a_killed_runner_block_a_new_submission(tmp_path, nbdir, slurm):
     """A runner killed with SIGKILL leaves its jobs queued; a new run of the folder refuses (exit 75)
     instead of submitting the same stages twice, and names the jobs to wait for or cancel."""
     write_notebook(nbdir / "s_slow.ipynb", PARAMS, "import time\ntime.sleep(120)")
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: s_slow\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: s_slow\n")
     args = [str(s), "--executor", "slurm", "--run-dir", str(tmp_path / "run"), "--figures-dir", str(tmp_path / "f")]
     cli = ("import sys; from pathlib import Path; from pneumoloc import cli; from pneumoloc.runs import spec\n"
            "spec.NOTEBOOKS_DIR = Path(sys.argv[1]); spec.library_hash = lambda: 'fixed'\n"
@@ -173,7 +164,7 @@ def test_preemption_signal_checkpoints_and_requeues_with_resume(tmp_path, nbdir,
     import threading
 
     write_notebook(nbdir / "p_preempted.ipynb", PARAMS, PREEMPTED)
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: p_preempted\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: p_preempted\n")
     result = {}
     runner = threading.Thread(target=lambda: result.update(m=run_spec(
         s, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig", executor="slurm")))
@@ -277,7 +268,7 @@ def test_without_slurm_commands_the_slurm_executor_says_where_to_run(tmp_path, n
     from pneumoloc import cli
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    s = spec(tmp_path, "name: t\nnotebooks:\n  - notebook: c_after\n")
+    s = write_spec(tmp_path, "name: t\nnotebooks:\n  - notebook: c_after\n")
     code = cli.main(["run", str(s), "--executor", "slurm", "--run-dir", str(tmp_path / "run"),
                      "--figures-dir", str(tmp_path / "f")])
     assert code == 2 and "needs Slurm's sbatch, squeue, scancel, scontrol on PATH" in capsys.readouterr().err
