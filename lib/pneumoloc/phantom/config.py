@@ -19,6 +19,7 @@ __all__ = ["PhantomConfig", "GENERATOR_VERSION"]
 
 GENERATOR_VERSION = 2  # bump when the drawing changes: an existing phantom is then regenerated
 _EXECUTION_ONLY = ("workers",)  # fields that do not change the output
+_MARKER_RATES = ("marker_rate_positive", "marker_rate_negative", "marker_rate_test")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class PhantomConfig:
     exposure_shift: float = 0.05  # largest per-image brightness offset (intensity scale 0-1)
     rib_contrast: float = 1.0  # contrast multiplier of ribs and clavicles (distractors for CAMs)
     age_range: tuple[int, int] = (18, 85)  # patient age range in years (uniform)
+    marker_rate_positive: float = 0.0  # train/val share of pneumonia images with a burned-in "R"/"L" marker (the shortcut; all marker rates 0 = no marker)
+    marker_rate_negative: float = 0.0  # train/val share of normal images with the marker
+    marker_rate_test: float = 0.0  # test share of images with the marker, the same for both labels
+    marker_size: float = 0.1  # marker letter height as a fraction of the image size
+    marker_split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train/val/test patient shares of the split the marker rates follow (notebook 01's ratios)
+    marker_split_seed: int = 0  # seed of that split (notebook 01's seed)
     workers: int = 2  # processes drawing images (does not change the output; 1 = no pool)
 
     def __post_init__(self) -> None:
@@ -63,6 +70,9 @@ class PhantomConfig:
             "exposure_gamma": 0 < self.exposure_gamma[0] <= self.exposure_gamma[1],
             "exposure_shift": 0 <= self.exposure_shift <= 0.5, "rib_contrast": self.rib_contrast >= 0,
             "age_range": 0 <= self.age_range[0] <= self.age_range[1], "workers": self.workers >= 1,
+            **{k: 0.0 <= getattr(self, k) <= 1.0 for k in _MARKER_RATES},
+            "marker_size": 0.03 <= self.marker_size <= 0.25, "marker_split_seed": self.marker_split_seed >= 0,
+            "marker_split": min(self.marker_split) >= 0 and abs(sum(self.marker_split) - 1) < 1e-9,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -85,9 +95,20 @@ class PhantomConfig:
         base = asdict(config) if config is not None else {}
         return cls(**{**base, **overrides})
 
+    @property
+    def has_marker(self) -> bool:
+        """Whether any image can carry the burned-in marker (:mod:`pneumoloc.phantom.markers`)."""
+        return any(getattr(self, k) > 0 for k in _MARKER_RATES)
+
     def fingerprint(self) -> str:
-        """SHA-256 of everything that changes the generated files."""
-        d = {k: v for k, v in asdict(self).items() if k not in _EXECUTION_ONLY}
+        """SHA-256 of everything that changes the generated files.
+
+        Without a marker the marker fields change nothing and are left out, so a phantom
+        without one keeps the fingerprint it had before the marker existed.
+        """
+        unused = _EXECUTION_ONLY + (() if self.has_marker else tuple(f.name for f in fields(self)
+                                                                     if f.name.startswith("marker_")))
+        d = {k: v for k, v in asdict(self).items() if k not in unused}
         d["generator_version"] = GENERATOR_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 

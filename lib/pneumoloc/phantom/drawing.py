@@ -17,6 +17,7 @@ from ..data.xrv_assets import load_lung_mask, lung_mask_names, torchxrayvision_d
 from .anatomy import Anatomy, downsample, jitter_frame, place_lungs, render_anatomy, sample_anatomy
 from .config import PhantomConfig
 from .lesions import draw_opacities
+from .markers import burn_marker, plan_markers
 
 __all__ = ["PhantomImage", "plan_patients", "choose_lung_masks", "patient_images", "draw_patient_base",
            "render_image", "unpack_mask"]
@@ -30,6 +31,7 @@ class PhantomImage:
     lungs: np.ndarray  # bool [S, S], exact lung mask
     opacity: np.ndarray  # float32 [S, S], intensity the lesions added (0 outside lesions)
     boxes: list[tuple[int, int, int, int]]  # x, y, w, h of each opacity's visible support
+    marker: tuple[int, int, int, int] | None = None  # x, y, w, h of the burned-in marker's letter, if any
 
 
 def draw_patient_base(cfg: PhantomConfig, anat: Anatomy, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,11 +46,14 @@ def draw_patient_base(cfg: PhantomConfig, anat: Anatomy, crop: np.ndarray) -> tu
 
 
 def render_image(cfg: PhantomConfig, base: tuple[np.ndarray, np.ndarray], label: int,
-                 seq: np.random.SeedSequence) -> PhantomImage:
-    """Draw one image of a patient: per-image jitter of ``base``, lesions, exposure, noise.
+                 seq: np.random.SeedSequence, marker: dict[str, Any] | None = None) -> PhantomImage:
+    """Draw one image of a patient: per-image jitter of ``base``, lesions, exposure, noise, marker.
 
-    The random stream does not depend on ``conspicuity``, so the same image drawn with
-    conspicuity 0 differs only where lesions are (the tests use this).
+    The random stream does not depend on ``conspicuity`` or the marker, so the same image
+    drawn with conspicuity 0 differs only where lesions are, and without its marker only
+    inside the marker box (the tests use this). ``marker`` comes from
+    :func:`pneumoloc.phantom.markers.plan_markers`; it is burned in last, as a real
+    burned-in marker sits on top of the exposed image.
     """
     rng = np.random.default_rng(seq)
     s, j = cfg.size, cfg.jitter
@@ -67,12 +72,19 @@ def render_image(cfg: PhantomConfig, base: tuple[np.ndarray, np.ndarray], label:
     img = np.clip(img, 0, 1) ** gamma * contrast + shift
     # Quantum mottle: white noise whose level varies per image.
     img += cfg.noise * rng.uniform(0.6, 1.4) * rng.standard_normal((s, s), dtype=np.float32)
+    marker_box = None
+    if marker is not None:
+        img, marker_box = burn_marker(img, lungs, marker, max(1, int(round(cfg.marker_size * s))))
     image = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-    return PhantomImage(image=image, lungs=lungs, opacity=opacity, boxes=boxes)
+    return PhantomImage(image=image, lungs=lungs, opacity=opacity, boxes=boxes, marker=marker_box)
 
 
 def plan_patients(cfg: PhantomConfig) -> list[dict[str, Any]]:
-    """Patients with their image count, label, demographics and random streams (serial, cheap)."""
+    """Patients with their image count, label, demographics and random streams (serial, cheap).
+
+    With a marker (``cfg.has_marker``) each patient also gets its ``split`` and per-image
+    ``markers`` (:func:`pneumoloc.phantom.markers.plan_markers`).
+    """
     plan_seq, patients_seq = np.random.SeedSequence(cfg.seed).spawn(2)
     rng = np.random.default_rng(plan_seq)
     lo, hi = cfg.images_per_patient
@@ -91,6 +103,8 @@ def plan_patients(cfg: PhantomConfig) -> list[dict[str, Any]]:
         plan.append({"patient_id": f"PH{p:05d}", "n": counts[p], "label": int(labels[p]),
                      "sex": str(sexes[p]), "age": int(ages[p]), "mask_seq": mask_seq,
                      "anat_seq": anat_seq, "image_seqs": image_seqs})
+    if cfg.has_marker:
+        plan_markers(cfg, plan)
     return plan
 
 
@@ -136,4 +150,6 @@ def patient_images(cfg: PhantomConfig, patient: dict[str, Any], mask_name: str,
     """Draw every image of one patient (the anatomy once, then per-image jitter and lesions)."""
     anat = sample_anatomy(np.random.default_rng(patient["anat_seq"]), mask_name, cfg.lung_width)
     base = draw_patient_base(cfg, anat, unpack_mask(packed))
-    return [render_image(cfg, base, patient["label"], seq) for seq in patient["image_seqs"]]
+    markers = patient.get("markers") or [None] * len(patient["image_seqs"])
+    return [render_image(cfg, base, patient["label"], seq, marker)
+            for seq, marker in zip(patient["image_seqs"], markers)]

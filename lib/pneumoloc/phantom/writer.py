@@ -11,7 +11,10 @@ for localization research:
   only inside the lungs, at positions and sizes of real RSNA Pneumonia boxes (the
   stage-2 label table shipped in ``torchxrayvision``), mapped relative to the lungs;
 * patients have several images sharing anatomy, so an image-level split leaks;
-* the class balance defaults to Kermany's (~73% pneumonia).
+* the class balance defaults to Kermany's (~73% pneumonia);
+* optionally, a burned-in laterality marker outside the lungs correlated with the label in
+  train/val and independent of it in test: a shortcut with an exact box
+  (:mod:`pneumoloc.phantom.markers`). Off by default, and then nothing it writes exists.
 
 Because the lung masks and lesion boxes are exact, the phantom is the ground truth
 against which localization metrics are proven. Same config -> byte-identical images,
@@ -38,6 +41,7 @@ from .. import storage
 from ..data.xrv_assets import lung_mask_names, torchxrayvision_data
 from .config import GENERATOR_VERSION, PhantomConfig
 from .drawing import choose_lung_masks, patient_images, plan_patients
+from .markers import MARKER_COLUMNS
 
 __all__ = ["generate_phantom"]
 
@@ -58,11 +62,11 @@ def _writer() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(4)
 
 
-def _draw_chunk(cfg: PhantomConfig, out: str, tasks: list[tuple]) -> list[tuple[list, list]]:
+def _draw_chunk(cfg: PhantomConfig, out: str, tasks: list[tuple]) -> list[tuple[list, list, list]]:
     """Draw and write the images of a few patients (runs in a worker process)."""
     results, pending = [], []
     for patient, mask_name, packed in tasks:
-        rows, boxes = [], []
+        rows, boxes, markers = [], [], []
         for k, im in enumerate(patient_images(cfg, patient, mask_name, packed)):
             image_id = f"{patient['patient_id']}_{k}"
             pending += [_writer().submit(_write_png, Path(out, "images", f"{image_id}.png"), im.image),
@@ -74,13 +78,16 @@ def _draw_chunk(cfg: PhantomConfig, out: str, tasks: list[tuple]) -> list[tuple[
                          "view": "PA", "sex": patient["sex"], "age": patient["age"],
                          "n_opacities": len(im.boxes), "lung_source": mask_name.rsplit("/", 1)[-1]})
             boxes += [{"image_id": image_id, "x": x, "y": y, "w": w, "h": h} for x, y, w, h in im.boxes]
-        results.append((rows, boxes))
+            if cfg.has_marker:  # marker columns exist only then: a phantom without one is unchanged
+                rows[-1].update(marker=int(im.marker is not None), marker_split=patient["split"])
+                markers += [dict(zip(MARKER_COLUMNS, (image_id, *im.marker)))] if im.marker else []
+        results.append((rows, boxes, markers))
     for f in pending:
         f.result()  # re-raises a failed write
     return results
 
 
-_OWN_ENTRIES = {"images", "masks", "images.csv", "boxes.csv", "phantom.json"}
+_OWN_ENTRIES = {"images", "masks", "images.csv", "boxes.csv", "markers.csv", "phantom.json"}
 
 
 def _is_complete(out: Path, cfg: PhantomConfig) -> bool:
@@ -93,7 +100,8 @@ def _is_complete(out: Path, cfg: PhantomConfig) -> bool:
         table = pd.read_csv(out / "images.csv", usecols=["path", "mask_path"])
     except (OSError, ValueError, KeyError):
         return False
-    return (out / "boxes.csv").exists() and all((out / p).exists() for p in table.to_numpy().ravel())
+    tables = ("boxes.csv", "markers.csv") if cfg.has_marker else ("boxes.csv",)
+    return all((out / t).exists() for t in tables) and all((out / p).exists() for p in table.to_numpy().ravel())
 
 
 def _draw_all(cfg: PhantomConfig, out: Path, patients: list[dict]) -> tuple[list, dict]:
@@ -113,7 +121,7 @@ def _draw_all(cfg: PhantomConfig, out: Path, patients: list[dict]) -> tuple[list
         with tqdm(total=cfg.n_images, desc="phantom images", unit="img") as bar:
             for chunk in pmap(_draw_chunk, [cfg] * len(chunks), [str(out)] * len(chunks), chunks):
                 results += chunk
-                bar.update(sum(len(rows) for rows, _ in chunk))
+                bar.update(sum(len(rows) for rows, _, _ in chunk))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -125,7 +133,10 @@ def generate_phantom(out: str | Path, config: PhantomConfig | None = None, **ove
 
     Writes ``images/<id>.png``, ``masks/<id>.png`` (255 = lung), ``images.csv``,
     ``boxes.csv`` (x, y, w, h in pixels) and ``phantom.json`` (config, counts, provenance),
-    each file atomically; ``phantom.json`` comes last and marks the dataset complete.
+    each file atomically; ``phantom.json`` comes last and marks the dataset complete. With a
+    marker (any ``marker_rate_*`` > 0) also ``markers.csv`` (the letter's x, y, w, h per
+    marked image) and the ``images.csv`` columns ``marker`` (0/1) and ``marker_split`` (the
+    patient split the rates were drawn for).
     With ``workers > 1`` processes are spawned: call it from a notebook, the CLI, or under
     ``if __name__ == "__main__":`` in a script.
 
@@ -158,8 +169,9 @@ def generate_phantom(out: str | Path, config: PhantomConfig | None = None, **ove
     (out / "phantom.json").unlink(missing_ok=True)  # incomplete until rewritten at the end
     patients = plan_patients(cfg)
     results, masks = _draw_all(cfg, out, patients)
-    images = pd.DataFrame([row for rows, _ in results for row in rows])
-    boxes = pd.DataFrame([b for _, bs in results for b in bs], columns=["image_id", "x", "y", "w", "h"])
+    images = pd.DataFrame([row for rows, _, _ in results for row in rows])
+    boxes = pd.DataFrame([b for _, bs, _ in results for b in bs], columns=["image_id", "x", "y", "w", "h"])
+    markers = pd.DataFrame([m for _, _, ms in results for m in ms], columns=list(MARKER_COLUMNS))
     keep = set(images["image_id"])
     for sub in ("images", "masks"):  # PNGs of an earlier phantom with another config
         for p in (out / sub).glob("*.png"):
@@ -167,13 +179,18 @@ def generate_phantom(out: str | Path, config: PhantomConfig | None = None, **ove
                 p.unlink()
     storage.save_table(out / "images.csv", images)
     storage.save_table(out / "boxes.csv", boxes)
+    if cfg.has_marker:
+        storage.save_table(out / "markers.csv", markers)
+    else:
+        (out / "markers.csv").unlink(missing_ok=True)  # of an earlier phantom with a marker
     degenerate = sorted(name.rsplit("/", 1)[-1] for name, v in masks.items() if v is None)
     storage.save_json(out / "phantom.json", {
         "generator": "pneumoloc.phantom.writer", "generator_version": GENERATOR_VERSION,
         "fingerprint": cfg.fingerprint(), "config": asdict(cfg),
         "counts": {"images": len(images), "patients": len(patients),
                    "pneumonia_images": int(images["label"].sum()),
-                   "pneumonia_patients": sum(p["label"] for p in patients), "boxes": len(boxes)},
+                   "pneumonia_patients": sum(p["label"] for p in patients), "boxes": len(boxes),
+                   **({"marked_images": len(markers)} if cfg.has_marker else {})},
         "lung_masks": {"in_zip": len(lung_mask_names()), "used": int(images["lung_source"].nunique()),
                        "degenerate_seen": len(degenerate), "degenerate_names": degenerate},
         "sources": {"torchxrayvision_data": str(torchxrayvision_data())},
