@@ -28,6 +28,14 @@ torch.set_num_threads(1)  # the test machine is shared
 ARCH, SIZE = "densenet121", 64  # the tiny run's image size; an architecture the tiny run did not train
 
 
+def on_tiny_run(test):
+    """Marks a test on a copy of the session's tiny run (its notebooks executed once, shared with
+    tests/test_notebooks.py in the same xdist group)."""
+    for mark in (pytest.mark.slow, pytest.mark.notebooks, pytest.mark.xdist_group("notebooks")):
+        test = mark(test)
+    return test
+
+
 @pytest.fixture(scope="module")
 def imported(tiny_run, tmp_path_factory):
     """A copy of the tiny run (the session's stays untouched) with their DenseNet-121 imported by the CLI."""
@@ -40,7 +48,7 @@ def imported(tiny_run, tmp_path_factory):
     return RunPaths.from_params(str(root / "run")), root / "their_densenet.pt", net
 
 
-@pytest.mark.slow
+@on_tiny_run
 def test_cli_writes_the_files_training_writes(imported):
     run, source, _ = imported
     folder = run.model_dir(ARCH)
@@ -57,7 +65,7 @@ def test_cli_writes_the_files_training_writes(imported):
     assert recipe(config) == IMPORTED_RECIPE  # the headline table of `pneumoloc browse`
 
 
-@pytest.mark.slow
+@on_tiny_run
 def test_predictions_equal_their_network_on_the_run_images(imported):
     run, _, net = imported
     pred = load_predictions(run, ARCH)  # refuses predictions not made by the current best.pt
@@ -75,7 +83,7 @@ def test_predictions_equal_their_network_on_the_run_images(imported):
     assert (err <= tol).all(), f"images {torch.nonzero(err > tol).flatten().tolist()} differ by more than {tol.max()}"
 
 
-@pytest.mark.slow
+@on_tiny_run
 def test_notebook_03_computes_maps_of_the_imported_model(imported):
     run, _, _ = imported
     with pytest.warns(InplaceActivationWarning, match="norm5"):  # torchvision DenseNet's in-place ReLU
