@@ -119,3 +119,31 @@ def test_compare_map_localization_scores_members_and_ensembles_on_the_same_image
     scores = report.localization_scores(maps.ensemble_maps["ens_mean"], maps.gt)["hit"]
     assert hit.loc["ens_mean", "value"] == pytest.approx(scores.values[scores.valid].mean())
     assert hit.loc["ens_mean", "n"] == maps.gt.has_box.sum() and hit.loc["m2", "d"] == 0
+
+
+def test_all_zero_maps_give_an_empty_localization_table_with_its_columns():
+    """Every member's map all zero (a dead Grad-CAM, e.g. after one epoch on a tiny set): no metric
+    is defined, so the table is empty but keeps its columns, and the figure, the frontier and the
+    summary of notebook 05 still come out (without localization)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from pneumoloc.ensembles import summary
+    from pneumoloc.localize.metrics import Scores
+    from pneumoloc.plots.ensembles import plot_localization
+
+    dead = Scores(np.zeros(4), np.zeros(4, bool), {"zero_map": 4})
+    loc = report.compare_localization({"a": {"hit": dead}, "b": {"hit": dead}}, np.arange(4), "a", n_boot=10)
+    assert loc.empty
+    assert {"system", "metric", "n", "value", "low", "high", "d", "d_low", "d_high"} <= set(loc.columns)
+    assert loc.pivot(index="system", columns="metric", values="value").empty
+    assert isinstance(plot_localization(loc, "a"), Figure)
+    y = np.array([0, 1, 0, 1])
+    cls = report.compare_systems(y, np.arange(4), {"a": np.array([.2, .8, .3, .7]), "b": np.array([.4, .6, .5, .9])},
+                                 "a", n_boot=10)
+    costs = pd.DataFrame({"params": [1e6, 2e6], "latency_ms": [1.0, 2.0], "ms_per_image_batched": [.5, 1.]},
+                         index=["a", "b"])
+    frontier = summary.efficiency_frontier(costs, {}, ["a", "b"], cls, loc)
+    assert {"roc_auc", "front_params_roc_auc"} <= set(frontier.columns)

@@ -267,3 +267,19 @@ def test_dataset_without_boxes_scores_lar_and_no_shuffled_boxes(tmp_path):
     assert "shuffled_boxes" not in set(m.variant)
     assert not {"hit", "energy", "auprc"} & set(m.metric)
     assert {"hit", "energy", "auprc"} <= set(report.undefined.metric)
+
+
+def test_lar_figure_when_every_map_is_all_zero():
+    """A dead CAM leaves no per-image LAR: notebook 04's figure says so instead of failing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from pneumoloc.plots.localization import lar_distribution
+
+    empty = pd.DataFrame(columns=["model", "method", "variant", "metric", "image_id", "value"])
+    fig = lar_distribution(empty)
+    assert isinstance(fig, Figure)
+    assert "no image" in " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert isinstance(lar_distribution(pd.DataFrame()), Figure)  # no scored map at all

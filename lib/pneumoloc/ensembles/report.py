@@ -33,7 +33,7 @@ __all__ = [
     "PredictionSet", "trained_models", "ensemble_members", "load_predictions", "classification_metrics",
     "compare_systems", "CLASSIFICATION_HEADERS", "load_member_maps", "EnsembleMaps", "load_ensemble_maps",
     "PRED_COLUMNS", "localization_scores", "compare_localization", "compare_map_localization", "format_ci",
-    "LOC_METRICS",
+    "LOC_METRICS", "LOCALIZATION_COLUMNS",
 ]
 
 PRED_COLUMNS = ("image_id", "patient_id", "split", "label", "prob")
@@ -333,6 +333,7 @@ def load_ensemble_maps(run, preds: PredictionSet, method: str, fitted: dict, spl
         n_requested=len(requested))
 
 
+LOCALIZATION_COLUMNS = ("system", "metric", "n", "value", "low", "high", "d", "d_low", "d_high", "excluded")
 LOC_METRICS = ("hit", "energy", "auprc", "lung_energy", "lar", "iou@otsu")
 
 
@@ -370,7 +371,7 @@ def compare_localization(scores: dict[str, dict], groups: Sequence, reference: s
     :func:`~pneumoloc.evaluate.bootstrap.bootstrap_ci` / ``paired_bootstrap`` of the mean.
 
     Returns:
-        Long table ``system, metric, n, value, low, high, d, d_low, d_high, excluded``.
+        Long table :data:`LOCALIZATION_COLUMNS`, empty when no image is valid for any metric.
     """
     groups = np.asarray(groups)
     n = len(groups)
@@ -393,7 +394,7 @@ def compare_localization(scores: dict[str, dict], groups: Sequence, reference: s
             rows.append({"system": name, "metric": metric, "n": int(both.sum()), "value": est.value,
                          "low": est.low, "high": est.high, "d": d.value, "d_low": d.low,
                          "d_high": d.high, "excluded": sum(sc.excluded.values())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=LOCALIZATION_COLUMNS)  # no valid image (all-zero maps): empty, same columns
 
 
 def compare_map_localization(maps: EnsembleMaps, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:

@@ -168,11 +168,21 @@ def plot_table(table: pd.DataFrame, title: str = "", fontsize: int = 7):
     return fig
 
 
+def _note_figure(plt, text: str):
+    """A small figure holding only ``text`` (what a table or plot would show is undefined)."""
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    ax.set_axis_off()
+    return fig
+
+
 def plot_localization(table: pd.DataFrame, reference: str = ""):
     """One panel per localization metric: each system's mean with its patient-bootstrap CI
     (``compare_localization``'s long table); the reference system's value as a dashed line."""
     plt = _plt()
     metrics = list(dict.fromkeys(table["metric"]))
+    if not metrics:  # every map all zero: no localization metric is defined
+        return _note_figure(plt, "no localization metric defined: every map is all zero on every image")
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 0.35 * table["system"].nunique() + 1.4),
                              squeeze=False, sharey=True)
     for ax, m in zip(axes[0], metrics):

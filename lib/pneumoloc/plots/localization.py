@@ -57,13 +57,17 @@ def metric_bars(metrics: pd.DataFrame, names: Sequence[str]):
 
 
 def lar_distribution(per_image: pd.DataFrame, metric: str = "lar"):
-    """Box plots of the per-image ``metric`` (LAR by default) for each model x method."""
+    """Box plots of the per-image ``metric`` (LAR by default) for each model x method; a note
+    instead when no image has a value (every map all zero)."""
     import matplotlib.pyplot as plt
 
-    d = per_image[(per_image["variant"] == "maps") & (per_image["metric"] == metric)]
-    groups = list(d.groupby(["model", "method"], sort=True))
-    if not groups:
-        raise ValueError(f"no per-image values of {metric!r}")
+    d = per_image[(per_image["variant"] == "maps") & (per_image["metric"] == metric)] if len(per_image) else per_image
+    groups = list(d.groupby(["model", "method"], sort=True)) if len(d) else []
+    if not groups:  # every map all zero (or none scored): the figure says so
+        fig, ax = plt.subplots(figsize=(6, 1.2))
+        ax.text(0.5, 0.5, f"{metric}: no image with a nonzero map", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(groups) + 1.5))
     ax.boxplot([g["value"].to_numpy() for _, g in groups], vert=False, showmeans=True)
     ax.set_yticks(np.arange(1, len(groups) + 1), [f"{m} / {k}" for (m, k), _ in groups])
