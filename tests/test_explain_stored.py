@@ -255,3 +255,17 @@ def test_compute_maps_removes_temp_files_of_a_killed_run(run):
     left.write_bytes(b"half a file")
     M.compute_maps(run, "resnet18", "gradcam", map_size=16, target="predicted", progress=False)
     assert not left.exists()
+
+
+def test_the_activation_choice_is_a_map_parameter(run, monkeypatch):
+    """``activation`` (which value of an in-place-modified target layer the CAM weights, see
+    explain.explainable.prepare_model) is stored with the maps; changing it recomputes them."""
+    M.compute_maps(run, "resnet18", "gradcam++", map_size=8, progress=False)
+    assert M.load_maps(run, "resnet18", "gradcam++").meta["parameters"]["activation"] == "as_produced"
+    real = cams.explain
+    calls = []
+    monkeypatch.setattr(cams, "explain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    M.compute_maps(run, "resnet18", "gradcam++", map_size=8, activation="as_library", progress=False)
+    assert calls and M.load_maps(run, "resnet18", "gradcam++").meta["parameters"]["activation"] == "as_library"
+    with pytest.raises(ValueError, match="activation='as_libary' unknown"):
+        M.compute_maps(run, "resnet18", "gradcam++", activation="as_libary", progress=False)

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "Explainable", "prepare_model", "resolve_layer", "feature_sizes"]
+__all__ = ["ACTIVATIONS", "Explainable", "check_activation", "prepare_model", "resolve_layer", "feature_sizes"]
 
 # Which value of a target activation the gradient CAMs weight, when the network changes the
 # layer's output in place after the layer (torchvision's DenseNet-121 applies
@@ -96,6 +96,13 @@ def resolve_layer(model: nn.Module, dotted: str) -> nn.Module:
     return _resolve(model, dotted)
 
 
+def check_activation(activation: str, where: str) -> None:
+    """A ValueError naming ``where`` and the choices unless ``activation`` is a key of ACTIVATIONS."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{where}: activation={activation!r} unknown; choose one of "
+                         f"{', '.join(sorted(ACTIVATIONS))}")
+
+
 def prepare_model(model: nn.Module, target_layer: str = "", reshape_transform: Callable | None = None,
                   device: str | torch.device | None = None, channels_last: bool = True,
                   activation: str = "as_produced") -> Explainable:
@@ -130,9 +137,7 @@ def prepare_model(model: nn.Module, target_layer: str = "", reshape_transform: C
               Its gradient is the one its tensor hook receives, which PyTorch gives with respect
               to the value before the in-place change; both choices use that gradient.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"prepare_model: activation={activation!r} unknown; choose one of "
-                         f"{', '.join(sorted(ACTIVATIONS))}")
+    check_activation(activation, "prepare_model")
     spec = getattr(model, "spec", None)
     layer = target_layer or getattr(spec, "target_layer", "")
     if not layer:

@@ -235,12 +235,13 @@ def model_input_size(model) -> int:
 
 
 def map_parameters(method: str, *, split: str, map_size: int, input_size: int, target: str,
-                   target_layer: str) -> dict:
+                   target_layer: str, activation: str = "as_produced") -> dict:
     """Everything that changes the maps besides the checkpoint (a change recomputes them)."""
     from .attributions import PARAMETERS
 
     return {"method": method, "split": split, "map_size": int(map_size), "input_size": int(input_size),
-            "target": target, "target_layer": target_layer, "method_parameters": PARAMETERS.get(method, {})}
+            "target": target, "target_layer": target_layer, "activation": activation,
+            "method_parameters": PARAMETERS.get(method, {})}
 
 
 def _stored_names(name: str, target: str, findings: list[str], k: int) -> list[str]:
@@ -282,7 +283,7 @@ def _ids_digest(image_ids: np.ndarray) -> str:
 def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Sequence[str] = "test",
                  map_size: int = 64, batch_size: int = 16, target: str = "pneumonia", target_layer: str = "",
                  store_as: str = "", device: str = "cpu", checkpoint: str = "best.pt", input_size: int = 0,
-                 force: bool = False, progress: bool = True) -> dict[str, MapSet]:
+                 activation: str = "as_produced", force: bool = False, progress: bool = True) -> dict[str, MapSet]:
     """Compute (or reuse) the maps of ``method`` for the ``split`` images of a trained model.
 
     Args:
@@ -301,6 +302,9 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
         device: torch device string (``"auto"`` picks CUDA when present).
         checkpoint: file name inside the model folder.
         input_size: S; 0 = from the checkpoint's config.
+        activation: ``"as_produced"`` or ``"as_library"``: which value of a target activation that
+            the network changes in place (torchvision DenseNet-121's ReLU after ``features.norm5``)
+            the gradient CAMs weight (:func:`pneumoloc.explain.explainable.prepare_model`).
         force: recompute even when up to date.
         progress: tqdm bar.
 
@@ -312,13 +316,14 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
 
     from ..data.cache import cached_images
     from .cams import explain, get_method, resolve_targets
-    from .explainable import feature_sizes, prepare_model
+    from .explainable import check_activation, feature_sizes, prepare_model
     from ..models.checkpoints import load_model
     from ..data.tables import load_tables
     from ..environment import pick_device
     from ..training.transforms import to_input
 
     get_method(method)  # unknown names fail before loading anything
+    check_activation(activation, "compute_maps")
     resolve_targets(torch.zeros(1, 1), 0, target)
     if map_size <= 0 or batch_size <= 0:
         raise ValueError(f"map_size={map_size} and batch_size={batch_size} must be positive")
@@ -334,7 +339,7 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
     dev = pick_device(device)
     model = load_model(ckpt, device=str(dev))
     size = input_size or model_input_size(model)
-    ex = prepare_model(model, target_layer=target_layer, device=dev)
+    ex = prepare_model(model, target_layer=target_layer, device=dev, activation=activation)
     with torch.no_grad():
         k = model(to_input(np.zeros((1, size, size), np.uint8)).to(dev)).shape[1]
     outputs = list(getattr(model, "config", {}).get("output_names") or tables.findings)
@@ -342,7 +347,7 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
     ids = images["image_id"].astype(str).to_numpy()
     sha = checkpoint_sha256(ckpt)
     params = map_parameters(method, split="+".join(splits), map_size=map_size, input_size=size, target=target,
-                            target_layer=ex.layer_name)
+                            target_layer=ex.layer_name, activation=activation)
     if not force and _up_to_date(run, model_name, names, sha, params, ids):
         return {n: load_maps(run, model_name, n) for n in names}
     pixels = cached_images(images, size, progress=progress)
