@@ -109,7 +109,8 @@ def test_efficiency_frontier_figure_has_a_panel_per_cost_and_score():
     from pneumoloc.plots.ensembles import plot_efficiency_frontier
 
     frontier = pd.DataFrame({"params": [1e6, 2e6, 3e6], "latency_ms": [1.0, 3.0, 4.0], "roc_auc": [0.7, 0.8, 0.9],
-                             "hit": [0.5, 0.4, 0.6], "kind": "member"}, index=["mobilenet_v3", "resnet18", "ens_mean"])
+                             "hit": [0.5, 0.4, 0.6], "kind": "member", "device": "cpu", "threads": 1, "hardware": "x"},
+                            index=["mobilenet_v3", "resnet18", "ens_mean"])
     fig = plot_efficiency_frontier(frontier, highlight=["mobilenet_v3"])
     labels = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes]
     assert labels == [("params", "roc_auc"), ("latency_ms", "roc_auc"), ("params", "hit"), ("latency_ms", "hit")]

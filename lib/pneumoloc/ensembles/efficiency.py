@@ -7,12 +7,16 @@ costs that claim is about, on the device at hand, for each trained model:
 * latency: median wall time of a forward pass of ONE image (batch 1, what a
   clinician waiting for one study sees), and the throughput cost in ms per image at
   a larger batch; inputs are random images at the model's training size, after warm-up
-  passes; on CUDA the device is synchronized before each clock read;
+  passes; on CUDA the device is synchronized before each clock read. A latency means
+  nothing without where it was measured: each record carries the device, the torch CPU
+  threads and the hardware (CPU model or GPU name), and :func:`latency_setting` says them
+  in words for every figure and table that shows a latency;
 * the Pareto frontier: a model is on it when no other model is at most as costly
   and at least as good, and strictly better in one of the two.
 """
 from __future__ import annotations
 
+import platform
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
@@ -20,7 +24,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Latency", "count_parameters", "measure_latency", "pareto_front", "efficiency_table"]
+__all__ = ["Latency", "SETTING_COLUMNS", "hardware_name", "count_parameters", "measure_latency", "latency_setting",
+           "pareto_front", "efficiency_table"]
+
+# Columns of an efficiency table that say where its latencies were measured.
+SETTING_COLUMNS = ["device", "threads", "hardware"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,25 @@ class Latency:
     ms_per_image_batched: float  # median batch time / batch size
     n_batches: int
     threads: int  # torch CPU threads in use (the measurement depends on it)
+    hardware: str  # CPU model or GPU name (hardware_name)
+
+
+def hardware_name(device) -> str:
+    """The GPU's name for a CUDA device, else the CPU model (``/proc/cpuinfo``'s ``model name``,
+    falling back to :func:`platform.processor` and the machine type)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def count_parameters(model, trainable_only: bool = False) -> int:
@@ -90,7 +117,25 @@ def measure_latency(model, image_size: int, device: str = "cpu", n_batches: int 
     finally:
         torch.set_num_threads(before)
     return Latency(str(dev), int(image_size), results[1], int(batch_size),
-                   results[batch_size] / batch_size, int(n_batches), used)
+                   results[batch_size] / batch_size, int(n_batches), used, hardware_name(dev))
+
+
+def latency_setting(table: pd.DataFrame) -> str:
+    """Where a table's latencies were measured, in words: ``"latency on cpu (<CPU model>), 1 torch
+    thread"``; each distinct setting once, in order, when the rows were measured in several.
+
+    Args:
+        table: rows with :data:`SETTING_COLUMNS` (``efficiency_table``, ``efficiency_frontier``).
+    """
+    missing = [c for c in SETTING_COLUMNS if c not in table]
+    if missing:
+        raise ValueError(f"the table has no {missing} column(s) to say where latency was measured: pass "
+                         "efficiency_table's rows (or efficiency_frontier's, which carries them)")
+    settings = []
+    for device, threads, hardware in table[SETTING_COLUMNS].drop_duplicates().itertuples(index=False):
+        n = int(threads)
+        settings.append(f"{device} ({hardware}), {n} torch thread{'' if n == 1 else 's'}")
+    return "latency on " + "; ".join(settings)
 
 
 def pareto_front(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:

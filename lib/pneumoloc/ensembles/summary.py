@@ -3,7 +3,9 @@
 A *system* is a member model or a fitted ensemble (``ens_<combiner>``), each a vector of
 P(pneumonia) on the same images. The frontier joins each system's cost (parameters, measured
 latency; an ensemble costs the sum of the members it uses) with its test ROC-AUC and map
-localization, and marks the Pareto-optimal ones per (cost, score) pair. The summary joins
+localization (hit rate, localization AUPRC and the Lung Attention Ratio, Shahi & Bagale's
+measure of where a map looks), and marks the Pareto-optimal ones per (cost, score) pair. It keeps
+the device, threads and hardware the latency was measured on, so its figure can say them. The summary joins
 classification (with paired differences to the reference), calibration, cost and localization
 into one row per system, written as CSV, LaTeX and a figure.
 
@@ -23,16 +25,18 @@ import pandas as pd
 from ..environment import provenance
 from ..storage import save_json, save_table, write_bytes
 from .combiners import best_single, fit_ensemble, member_auc
-from .efficiency import pareto_front
+from .efficiency import SETTING_COLUMNS, pareto_front
 from .report import PredictionSet, format_ci
 
 __all__ = ["Systems", "fit_systems", "systems", "predictions_table", "weights_table", "save_systems", "members_used",
            "efficiency_frontier", "frontier_counts", "mobilenet_claim", "summary_table", "summary_latex",
-           "summary_caption", "save_summary", "COST_COLUMNS", "LOC_NAMES"]
+           "summary_caption", "save_summary", "COST_COLUMNS", "LOC_NAMES", "FRONTIER_LOC"]
 
 COST_COLUMNS = ["params", "latency_ms", "ms_per_image_batched"]
 # Localization metrics of the frontier and the summary, with their printed names.
 LOC_NAMES = {"hit": "hit rate", "auprc": "loc. AUPRC"}
+# Localization axes of the frontier (each a (cost, score) Pareto front): LOC_NAMES and the LAR.
+FRONTIER_LOC = (*LOC_NAMES, "lar")
 # Combiners whose weights are not a convex mix of members: every member counts as used.
 _NOT_CONVEX = ("stacking", "vote")
 
@@ -104,9 +108,19 @@ def members_used(fitted: dict, members: Sequence[str]) -> dict[str, list[str]]:
                          if w > 0] for c, e in fitted.items()}
 
 
+def _shared(values: pd.Series):
+    """The one value of ``values``, or its distinct values joined with ``" + "``."""
+    distinct = values.unique()
+    return distinct[0] if len(distinct) == 1 else " + ".join(map(str, distinct))
+
+
 def efficiency_frontier(costs: pd.DataFrame, fitted: dict, members: Sequence[str], classification: pd.DataFrame,
                         localization: pd.DataFrame) -> pd.DataFrame:
     """Cost and quality of every system, and ``front_<cost>_<score>`` Pareto flags.
+
+    Scores are test ROC-AUC and each of :data:`FRONTIER_LOC` the localization table holds (LAR
+    only when the run has lung masks). The latency setting columns (``device, threads, hardware``)
+    of ``costs`` are kept; an ensemble gets its members' setting (joined with ``" + "`` if they differ).
 
     Args:
         costs: :func:`pneumoloc.ensembles.efficiency.efficiency_table` indexed by model.
@@ -115,10 +129,13 @@ def efficiency_frontier(costs: pd.DataFrame, fitted: dict, members: Sequence[str
         localization: :func:`pneumoloc.ensembles.report.compare_localization` (long: system, metric, value).
     """
     loc_value = localization.pivot(index="system", columns="metric", values="value")
-    loc_metrics = [m for m in LOC_NAMES if m in loc_value]
-    ens_costs = pd.DataFrame({name: costs.loc[ms, COST_COLUMNS].sum()
-                              for name, ms in members_used(fitted, members).items()}).T
-    frontier = pd.concat([costs[COST_COLUMNS], ens_costs])
+    loc_metrics = [m for m in FRONTIER_LOC if m in loc_value]
+    setting = [c for c in SETTING_COLUMNS if c in costs]
+    used = members_used(fitted, members)
+    ens_costs = pd.DataFrame({name: costs.loc[ms, COST_COLUMNS].sum() for name, ms in used.items()}).T
+    for col in setting:
+        ens_costs[col] = [_shared(costs.loc[used[name], col]) for name in ens_costs.index]
+    frontier = pd.concat([costs[COST_COLUMNS + setting], ens_costs])
     frontier = frontier.join(classification.set_index("system")[["roc_auc"]]).join(loc_value[loc_metrics])
     frontier["kind"] = ["member" if s in members else "ensemble" for s in frontier.index]
     for cost in ("params", "latency_ms"):

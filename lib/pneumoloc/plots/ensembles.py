@@ -83,11 +83,12 @@ def plot_reliability(tables: dict[str, pd.DataFrame], ece: dict[str, float], nco
 
 
 def plot_frontier(table: pd.DataFrame, costs: Sequence[str], scores: Sequence[str],
-                  label: str = "model", highlight: Sequence[str] = ()):
+                  label: str = "model", highlight: Sequence[str] = (), note: str = ""):
     """Grid of cost (x, log scale) vs score (y) with the Pareto frontier drawn as a step line.
 
     ``table`` has columns ``label``, every cost and every score; ``highlight`` names are
-    drawn in red (e.g. the MobileNets whose efficiency the paper claims).
+    drawn in red (e.g. the MobileNets whose efficiency the paper claims); ``note`` is a second
+    title line (e.g. where latency was measured).
     """
     from ..ensembles.efficiency import pareto_front
 
@@ -110,7 +111,8 @@ def plot_frontier(table: pd.DataFrame, costs: Sequence[str], scores: Sequence[st
                 ax.annotate(", ".join(names), (x, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.set_xscale("log")
             ax.set_xlabel(c), ax.set_ylabel(s)
-    fig.suptitle("Cost vs quality (black edge = on the Pareto frontier; red = highlighted)")
+    title = "Cost vs quality (black edge = on the Pareto frontier; red = highlighted)"
+    fig.suptitle(f"{title}\n{note}" if note else title)
     fig.tight_layout()
     return fig
 
@@ -229,9 +231,14 @@ def plot_contrast_cases(maps, ensemble: str, n_cases: int):
 
 def plot_efficiency_frontier(frontier: pd.DataFrame, highlight: Sequence[str] = ()):
     """:func:`plot_frontier` of :func:`pneumoloc.ensembles.summary.efficiency_frontier`'s table:
-    parameters and batch-1 latency against test ROC-AUC and each localization metric it holds."""
-    from ..ensembles.summary import LOC_NAMES
+    parameters and batch-1 latency against test ROC-AUC and each localization metric it holds
+    (hit rate, localization AUPRC, LAR). The title says the device, torch threads and hardware the
+    latency was measured on (:func:`~pneumoloc.ensembles.efficiency.latency_setting`); a table
+    without them is refused."""
+    from ..ensembles.efficiency import latency_setting
+    from ..ensembles.summary import FRONTIER_LOC
 
-    scores = ["roc_auc", *[m for m in LOC_NAMES if m in frontier]]
+    note = latency_setting(frontier)
+    scores = ["roc_auc", *[m for m in FRONTIER_LOC if m in frontier]]
     return plot_frontier(frontier.reset_index(names="system"), ["params", "latency_ms"], scores, label="system",
-                         highlight=highlight)
+                         highlight=highlight, note=f"{note} (batch-1 median forward pass)")
