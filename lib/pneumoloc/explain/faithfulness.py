@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 __all__ = ["DELETION_BASELINES", "ROAD_PERCENTILES", "METRICS", "FaithfulnessReport", "gaussian_blur",
            "removal_ranks", "step_counts", "trapezoid_auc", "target_probability", "perturbation_curves",
-           "road_scores", "faithfulness_scores", "random_maps", "summarize_faithfulness", "run_faithfulness"]
+           "road_scores", "faithfulness_scores", "random_maps", "summarize_faithfulness", "faithfulness_table", "run_faithfulness"]
 
 DELETION_BASELINES = ("zeros", "blur")  # what a deleted pixel becomes (zeros: in the normalized input)
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # grad-cam's ROADCombined default
@@ -327,6 +327,27 @@ def summarize_faithfulness(per_image: pd.DataFrame, n_boot: int = 200, seed: int
     return pd.DataFrame(rows)
 
 
+def faithfulness_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Wide table: one row per model x method (random maps included), one column per metric
+    holding ``value [low, high]`` and one ``<metric> - random`` holding the paired difference to
+    the same model's random maps (a CI excluding 0 is a method these images tell from noise)."""
+    df = summary.copy()
+    keys = [k for k in ("model", "method", "target_layer", "map_size", "input_size", "n") if k in df]
+    df["cell"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df["value"], df["low"], df["high"])]
+    cells = {"cell": lambda m: m}
+    if "vs_random_value" in df:
+        df["diff"] = [f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(v) else ""
+                      for v, lo, hi in zip(df["vs_random_value"], df["vs_random_low"], df["vs_random_high"])]
+        cells["diff"] = lambda m: f"{m} - random"
+    df[keys] = df[keys].fillna("")
+    order = [m for m in METRICS if m in set(df["metric"])]
+    parts = [df.pivot_table(index=keys, columns="metric", values=col, aggfunc="first", sort=False)[order]
+             .rename(columns=name) for col, name in cells.items()]
+    wide = pd.concat(parts, axis=1)
+    columns = [name(m) for m in order for name in cells.values()]
+    return wide[columns].reset_index()
+
+
 def _pick_images(images: pd.DataFrame, ids: np.ndarray, split: str, n_images: int, positives_only: bool,
                  seed: int) -> pd.DataFrame:
     """``n_images`` images of ``split`` that have maps (positives only unless told), a seeded sample
@@ -370,8 +391,10 @@ def run_faithfulness(run, *, split: str = "test", models: Sequence[str] = (), me
     from .stored import list_maps, load_maps, model_input_size
 
     listing = list_maps(run)
-    listing = listing[(listing["model"].isin(models) if models else True)
-                      & (listing["method"].isin(methods) if methods else True)]
+    if models:
+        listing = listing[listing["model"].isin(models)]
+    if methods:
+        listing = listing[listing["method"].isin(methods)]
     if listing.empty:
         raise ValueError(f"no stored maps in {run.maps} for models={list(models)} methods={list(methods)}: "
                          "run notebook 03 first")
