@@ -40,11 +40,11 @@ class PhantomConfig:
     exposure_shift: float = 0.05  # largest per-image brightness offset (intensity scale 0-1)
     rib_contrast: float = 1.0  # contrast multiplier of ribs and clavicles (distractors for CAMs)
     age_range: tuple[int, int] = (18, 85)  # patient age range in years (uniform)
-    marker_rate_positive: float = 0.0  # train/val share of pneumonia images with a burned-in "R"/"L" marker (the shortcut; all marker rates 0 = no marker)
+    marker_rate_positive: float = 0.0  # train/val share of pneumonia images with a burned-in R/L marker (0 = none)
     marker_rate_negative: float = 0.0  # train/val share of normal images with the marker
     marker_rate_test: float = 0.0  # test share of images with the marker, the same for both labels
     marker_size: float = 0.1  # marker letter height as a fraction of the image size
-    marker_split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train/val/test patient shares of the split the marker rates follow (notebook 01's ratios)
+    marker_split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # patient split the marker rates follow (01's ratios)
     marker_split_seed: int = 0  # seed of that split (notebook 01's seed)
     workers: int = 2  # processes drawing images (does not change the output; 1 = no pool)
 
