@@ -58,7 +58,7 @@ def test_cli_writes_the_files_training_writes(imported):
     assert config["imported_from"] == str(source.resolve()) and config["sha256"] == sha256_of(source)
     assert config["model"]["image_size"] == SIZE and config["model"]["kind"] == "paper"
     ckpt = load_checkpoint(run.best_checkpoint(ARCH))  # pneumoloc format: checksum verified, weights_only
-    assert ckpt["imported_from"] == str(source.resolve()) and ckpt["config"]["recipe"] == IMPORTED_RECIPE
+    assert ckpt["imported_from"] == str(source.resolve()) and ckpt["recipe"] == IMPORTED_RECIPE
     metrics = load_metrics(run, ARCH)  # stamped with best.pt's digest
     assert metrics["stopped"] == "imported" and "roc_auc" in metrics["operating_points"]["default"]
     require_trained(run, [ARCH])
@@ -133,3 +133,21 @@ def test_a_run_without_a_split_is_refused_before_best_pt_is_written(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"images\.csv does not exist: run notebook 01"):
         install_checkpoint(tmp_path / "resnet.pt", run, "resnet18")
     assert not run.best_checkpoint("resnet18").exists()
+
+
+@on_tiny_run
+def test_importing_over_a_trained_backbone_keeps_its_training_state_apart(tiny_run, tmp_path):
+    """A trained backbone's ``last.pt`` and ``history.csv`` would make a later ``resume=True``
+    continue the old training on top of the imported model: they move to ``before_import/``
+    (kept, not deleted), and the import is what the folder then holds."""
+    shutil.copytree(tiny_run[0] / "run", tmp_path / "run")
+    run = RunPaths.from_params(str(tmp_path / "run"))
+    folder = run.model_dir("resnet18")
+    before = {name: (folder / name).read_bytes() for name in ("last.pt", "history.csv", "best.pt")}
+    _write(tmp_path / "their_resnet.pt", "resnet18", SIZE)
+    with pytest.warns(UserWarning, match=r"resnet18 held a trained model: its files moved to .*before_import"):
+        install_checkpoint(tmp_path / "their_resnet.pt", run, "resnet18")
+    assert not (folder / "last.pt").exists() and not (folder / "history.csv").exists()
+    kept = folder / "before_import"
+    assert {name: (kept / name).read_bytes() for name in before} == before
+    assert load_checkpoint(run.best_checkpoint("resnet18"))["recipe"] == IMPORTED_RECIPE

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,29 @@ def install_checkpoint(path: str | os.PathLike, run: RunPaths, backbone: str, im
         raise FileNotFoundError(f"{run.images_table} does not exist: run notebook 01 for {run.root} first "
                                 f"(the imported model is scored on that run's split)")
     load_tables(run)  # a split that breaks the schema or leaks patients fails before best.pt is written
+    _set_training_apart(run.model_dir(backbone))
     save_checkpoint(run.best_checkpoint(backbone), model,
                     **{k: model.config[k] for k in ("recipe", "imported_from", "sha256")})
     return model
+
+
+def _set_training_apart(folder: Path) -> Path | None:
+    """Move the files of a model trained in ``folder`` (it has ``last.pt`` or ``history.csv``) into
+    ``folder/before_import`` (``before_import-2``... when taken); returns that folder, or None.
+
+    They are kept, not deleted; left in place, a later ``resume=True`` would continue the old
+    training from ``last.pt`` on top of the imported model. An imported model being replaced
+    has no training state and is simply overwritten (its source file still exists)."""
+    if not any((folder / name).exists() for name in ("last.pt", "history.csv")):
+        return None
+    target, n = folder / "before_import", 2
+    while target.exists():
+        target, n = folder / f"before_import-{n}", n + 1
+    target.mkdir()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        path.rename(target / path.name)
+    warnings.warn(f"{folder} held a trained model: its files moved to {target} before the import", stacklevel=3)
+    return target
 
 
 def imported_origin(model: Classifier) -> dict[str, Any]:
