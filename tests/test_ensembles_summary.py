@@ -156,6 +156,8 @@ def test_save_summary_writes_the_numbers_and_the_captioned_latex(tmp_path):
     caption = summary.summary_caption("tiny_run", "gradcam", 50)
     assert caption.startswith("Ensembles vs members on test (tiny_run, maps: gradcam); 95\\% CIs")
     assert "(50 resamples)" in caption
+    timed = summary.summary_caption("tiny_run", "gradcam", 50, "latency on cpu (x86), 1 torch thread")
+    assert timed.endswith("validation; latency on cpu (x86), 1 torch thread.")
     summary.save_summary(tmp_path, table, pretty, caption)
     assert pd.read_csv(tmp_path / "summary.csv")["system"].tolist() == ["a", "ens_mean"]
     assert (tmp_path / "summary.tex").read_text() == summary.summary_latex(pretty, caption)

@@ -179,10 +179,12 @@ def summary_latex(pretty: pd.DataFrame, caption: str, label: str = "tab:ensemble
         escape=True, caption=caption.replace("_", "\\_"), label=label)
 
 
-def summary_caption(run_name: str, map_method: str, n_boot: int) -> str:
-    """Caption of the paper's summary table (LaTeX: ``%`` escaped)."""
+def summary_caption(run_name: str, map_method: str, n_boot: int, latency: str = "") -> str:
+    """Caption of the paper's summary table (LaTeX: ``%`` escaped); ``latency`` says where its
+    latency column was measured (:func:`pneumoloc.ensembles.efficiency.latency_setting`)."""
     return (f"Ensembles vs members on test ({run_name}, maps: {map_method}); 95\\% CIs by patient bootstrap "
-            f"({n_boot} resamples); diff. = system minus the best single model on validation.")
+            f"({n_boot} resamples); diff. = system minus the best single model on validation"
+            + (f"; {latency}." if latency else "."))
 
 
 def save_summary(folder: str | os.PathLike, table: pd.DataFrame, pretty: pd.DataFrame, caption: str) -> None:
