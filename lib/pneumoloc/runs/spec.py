@@ -14,13 +14,18 @@ A spec names the notebooks to execute, in order, and their parameters::
         foreach: {backbone: [resnet18, mobilenet_v3]}   # one execution per value
         parameters: {epochs: 4}
         overrides: {mobilenet_v3: {epochs: 6}}          # per-value extras
+        recipe_differences: {mobilenet_v3: "why it needs 6 epochs"}  # required: overrides change the recipe
         resources: {gpus_per_node: 1}                   # updates the defaults above
 
 Unknown keys, unknown notebook parameters and values whose type differs from the
 notebook's default are errors naming the spec file, so a typo never silently runs
 the default. ``name`` and the ``foreach`` values become folder and file names, so they
 are limited to ``[A-Za-z0-9._-]`` (no path separator, no ``..``); every ``timeout`` is a
-positive, finite number of seconds. A stage's *fingerprint* hashes its notebook, its
+positive, finite number of seconds. Overrides that change a recipe key
+(:data:`pneumoloc.training.recipe.RECIPE_KEYS`: image size, epochs, optimizer, loss, ...) make
+models that compare recipes rather than architectures, so they are refused unless the entry's
+``recipe_differences`` gives a reason for that value; the reason is passed to the notebook as
+``recipe_difference`` (notebook 02 stores it in the model's ``config.json``). A stage's *fingerprint* hashes its notebook, its
 parameters, the library source and the fingerprints of the stages before it: a rerun skips a stage
 whose fingerprint is unchanged and whose previous execution succeeded.
 """
@@ -43,7 +48,7 @@ from .resources import check_resources, merge_resources
 __all__ = ["Stage", "RunSpec", "load_spec", "library_hash", "steps"]
 
 _SPEC_KEYS = {"name", "timeout", "parameters", "notebooks", "description", "resources"}
-_STAGE_KEYS = {"notebook", "parameters", "foreach", "overrides", "timeout", "resources"}
+_STAGE_KEYS = {"notebook", "parameters", "foreach", "overrides", "recipe_differences", "timeout", "resources"}
 # Parameters the runner always sets; every notebook declares them.
 RUNNER_PARAMETERS = ("run_dir", "figures_dir")
 # Run names and foreach values become paths (papermill_runs/<name>/<stem>__<value>.ipynb):
@@ -163,14 +168,45 @@ def _expand_parameters(spec_path: Path, entry: dict, common: dict, default_timeo
     stray = sorted(set(map(str, overrides)) - set(map(str, values)))
     if stray:
         raise ValueError(f"{spec_path}: {stem}: overrides for {stray} which are not in foreach {key}")
+    reasons = _check_recipe_differences(spec_path, stem, entry, base, values)
     stages = []
     for value in values:
         params = {**base, key: value, **(overrides.get(value) or {})}
         params.update({k: v for k, v in (forced or {}).items() if k in defaults})
+        if value in reasons and "recipe_difference" in defaults:
+            params["recipe_difference"] = reasons[value]
         name = f"{stem}[{value}]"
         _check_parameters(spec_path, name, params, defaults)
         stages.append(Stage(name, notebook, f"{stem}__{value}.ipynb", params, timeout, foreach=True))
     return stages
+
+
+def _check_recipe_differences(spec_path: Path, stem: str, entry: dict, base: dict, values: list) -> dict:
+    """The declared reasons by foreach value; refuses overrides that change a recipe key without
+    one, and declarations for values that are not in foreach or change no recipe key."""
+    from ..training.recipe import recipe_changes
+
+    overrides, declared = entry.get("overrides") or {}, entry.get("recipe_differences") or {}
+    if not isinstance(declared, dict):
+        raise ValueError(f"{spec_path}: {stem}: recipe_differences takes {{value: reason}}, got {declared!r}")
+    stray = sorted(set(map(str, declared)) - set(map(str, values)))
+    if stray:
+        raise ValueError(f"{spec_path}: {stem}: recipe_differences for {stray} which are not in foreach")
+    for value in values:
+        changed, reason = recipe_changes(base, overrides.get(value) or {}), declared.get(value)
+        if changed and value not in declared:
+            raise ValueError(
+                f"{spec_path}: {stem}: overrides of {value} change the recipe keys {changed} that every other "
+                "value shares, so its results would compare recipes, not models; train it under the shared "
+                f"recipe, or declare why in the entry: recipe_differences: {{{value}: \"<why {value} needs "
+                "this>\"} (stored in its config.json and shown in every table)")
+        if value in declared and not changed:
+            raise ValueError(f"{spec_path}: {stem}: recipe_differences declares {value}, whose overrides change "
+                             "no recipe key: remove the declaration")
+        if value in declared and not (isinstance(reason, str) and reason.strip()):
+            raise ValueError(f"{spec_path}: {stem}: recipe_differences of {value} must be a reason (text), "
+                             f"got {reason!r}")
+    return {v: declared[v].strip() for v in values if v in declared}
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> RunSpec:
