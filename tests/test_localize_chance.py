@@ -47,3 +47,36 @@ def test_shuffled_boxes_come_from_other_patients():
     assert (out[idx] == masks[partner[idx]]).all()
     with pytest.raises(ValueError, match="two patients"):
         B.shuffled_partners(np.ones(3, bool), ["p", "p", "p"])
+
+
+def test_uniform_image_map_scores_the_lung_area_fraction_on_the_phantom(tmp_path):
+    """LAR's chance level: a map that is 1 everywhere puts the lung-area share of its energy in the
+    lungs. Ground truth: the phantom's exact lung masks, read at full resolution from its files."""
+    from PIL import Image
+
+    from pneumoloc.data.readers import read_dataset
+    from pneumoloc.localize.ground_truth import ground_truth
+    from pneumoloc.phantom.writer import generate_phantom
+
+    root = generate_phantom(tmp_path / "ph", n_images=6, size=64, workers=1)
+    tables = read_dataset("phantom", str(root))
+    size = 16
+    gt = ground_truth(tables, tables.images["image_id"], size, "dataset")
+    maps = B.BASELINES["uniform_image"](gt.lungs.masks)
+    assert maps.dtype == np.float16 and maps.shape == gt.lungs.masks.shape
+    lar = L.lung_attention_ratio(maps, gt.lungs.masks).values
+    cells = gt.lungs.masks.reshape(len(maps), -1)
+    assert np.allclose(lar, cells.mean(1), rtol=0, atol=1e-12)  # exactly the share of lung cells
+    for k, path in enumerate(gt.images["mask_path"]):
+        full = np.asarray(Image.open(path)) > 0
+        # rasterizing to size x size moves at most the cells on the lung outline in or out
+        m = gt.lungs.masks[k]
+        edge = m ^ np.pad(m, 1, mode="edge")[2:, 1:-1] | m ^ np.pad(m, 1, mode="edge")[1:-1, 2:]
+        assert abs(lar[k] - full.mean()) <= 2 * edge.mean(), (k, lar[k], full.mean())
+    assert 0.1 < lar.mean() < 0.9  # the phantom's lungs are neither the whole image nor a speck
+
+
+def test_uniform_lung_is_no_chance_level_for_lar():
+    """A map that knows where the lungs are is not a map that knows nothing: no LAR row for it."""
+    assert "lar" in B.BASELINE_METRICS_SKIPPED["uniform_lung"]
+    assert "uniform_image" not in B.BASELINE_METRICS_SKIPPED

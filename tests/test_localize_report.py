@@ -94,8 +94,16 @@ def test_perfect_maps_score_one_and_random_maps_do_not(report):
 def test_chance_rows_and_shuffled_boxes_present(report):
     _, _, _, rep = report
     m = rep.metrics
-    assert _value(m, "chance", "uniform_lung", "lar").value == pytest.approx(1.0)
-    assert {"uniform_lung", "box_prior"} <= set(m[m.model == "chance"].method)
+    from pneumoloc.data.tables import load_tables
+    from pneumoloc.localize.ground_truth import ground_truth
+
+    run, images, _, _ = report
+    gt = ground_truth(load_tables(run), images[images.split == "test"].image_id, SIZE, "dataset")
+    lung_share = gt.lungs.masks.mean()  # uniform map over the image: LAR = share of lung cells
+    assert 0.3 < lung_share < 0.7
+    assert _value(m, "chance", "uniform_image", "lar").value == pytest.approx(lung_share, rel=1e-9)
+    assert m[(m.model == "chance") & (m.method == "uniform_lung") & (m.metric == "lar")].empty
+    assert {"uniform_image", "uniform_lung", "box_prior"} <= set(m[m.model == "chance"].method)
     assert _value(m, "good", "gradcam", "energy", "shuffled_boxes").value < 1.0
     assert (m.lung_source == "dataset").all() and not m.lungs_approximate.any()
 

@@ -1,9 +1,13 @@
 """Chance baselines: what a map that knows nothing about the image would score.
 
-Every localization table shows three references beside the real maps:
+Every localization table shows these references beside the real maps, each for the metrics
+where it answers "what would a map that knows nothing score":
 
-* ``uniform_lung`` — a map equal to 1 inside the image's lungs and 0 elsewhere: it has the
-  ideal LAR (1.0), so anything it scores on box metrics is earned by lung anatomy alone.
+* ``uniform_image`` — a map equal to 1 over the whole image: the chance level of the LAR (its
+  LAR is the lung-area fraction of the image) and of the box metrics for a map without anatomy.
+* ``uniform_lung`` — a map equal to 1 inside the image's lungs and 0 elsewhere: anything it
+  scores on box metrics is earned by lung anatomy alone. Its LAR is 1.0 by construction, no
+  chance level, so the report leaves LAR out for it (:data:`BASELINE_METRICS_SKIPPED`).
 * ``box_prior`` — the mean of the *training* images' box masks (one map for all images,
   min-max normalized like stored maps): where lesions usually are, learned without the image.
 * ``shuffled`` — each real map scored against the boxes of a positive image of **another
@@ -22,15 +26,23 @@ from ..registry import Registry
 from .arrays import as_maps
 from .metrics import box_masks
 
-__all__ = ["BASELINES", "register_baseline", "uniform_lung_maps", "box_prior_map",
+__all__ = ["BASELINES", "BASELINE_METRICS_SKIPPED", "register_baseline", "uniform_image_maps", "uniform_lung_maps", "box_prior_map",
            "box_prior_maps", "shuffled_partners", "shuffled_box_masks"]
 
 BASELINES: Registry[Callable[..., np.ndarray]] = Registry("chance map")
+# Metrics a baseline scores by construction rather than by chance: not reported for it.
+BASELINE_METRICS_SKIPPED: dict[str, tuple[str, ...]] = {"uniform_lung": ("lar",)}
 
 
 def register_baseline(name: str):
     """Decorator for baseline map builders ``fn(lungs, prior) -> float16 [N, M, M]``."""
     return BASELINES.register(name)
+
+
+@register_baseline("uniform_image")
+def uniform_image_maps(lungs: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+    """1 everywhere (float16; ``lungs`` only sets the shape): its LAR is the lung-area fraction."""
+    return np.ones(as_maps(lungs).shape, np.float16)
 
 
 @register_baseline("uniform_lung")

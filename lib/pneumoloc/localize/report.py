@@ -11,8 +11,9 @@ when every validation image with a box has an all-zero or non-finite map);
 ``iou_gated@<rule>`` (optional) applies CheXlocalize's probability gating over all images.
 
 Each metric's mean gets a 95% percentile CI resampling patients (:mod:`pneumoloc.evaluate.bootstrap`).
-Beside the maps, the table holds chance rows: ``chance/uniform_lung``, ``chance/box_prior``
-and, for every map, ``variant == "shuffled_boxes"`` (:mod:`pneumoloc.localize.chance`) when the
+Beside the maps, the table holds chance rows: ``chance/uniform_image`` (the LAR's chance level:
+the lung-area fraction), ``chance/uniform_lung`` (box metrics earned by anatomy alone; no LAR row,
+1.0 by construction), ``chance/box_prior`` and, for every map, ``variant == "shuffled_boxes"`` (:mod:`pneumoloc.localize.chance`) when the
 split holds boxes of at least two patients.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pandas as pd
 from ..evaluate.bootstrap import bootstrap_ci
 from . import metrics as L
 from .boxes import component_boxes
-from .chance import BASELINES, box_prior_map, shuffled_box_masks
+from .chance import BASELINE_METRICS_SKIPPED, BASELINES, box_prior_map, shuffled_box_masks
 from .ground_truth import GroundTruth, ground_truth
 from .rsna import image_precision
 from .tables import paired_comparisons
@@ -290,6 +291,8 @@ def _chance_rows(tables, gts: dict, rules, rsna_gate, n_boot, seed) -> list[dict
             info = {"target_layer": "", "feature_size": "", "map_size": size, "input_size": np.nan,
                     "tuned_fraction": np.nan,
                     "lung_source": gt.lungs.source, "lungs_approximate": gt.lungs.approximate}
-            rows += _rows("chance", name, "maps", info, score_maps(maps, gt, ones, thr, rsna_gate),
-                          gt, np.full(len(maps), np.nan), n_boot, seed)[0]
+            scores = score_maps(maps, gt, ones, thr, rsna_gate)
+            for metric in BASELINE_METRICS_SKIPPED.get(name, ()):
+                scores.pop(metric, None)
+            rows += _rows("chance", name, "maps", info, scores, gt, np.full(len(maps), np.nan), n_boot, seed)[0]
     return rows
