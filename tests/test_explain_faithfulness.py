@@ -180,12 +180,42 @@ def test_road_equals_grad_cam_road_combined():
     torch.manual_seed(7)
     lerf = ROADLeastRelevantFirstAverage(pct)(x, maps, targets, model)
     morf = ROADMostRelevantFirstAverage(pct)(x, maps, targets, model)  # noise drawn after LeRF's, as in Combined
-    # grad-cam keeps float32 differences of values in [0, 1] and averages len(pct) of them in float32
-    tol = 2 * (gamma(len(pct)) + 4 * U)
+    # grad-cam keeps float32 differences of values in [0, 1] and averages len(pct) of them in float32; the two
+    # imputations solve the same system by different LUs and may round an imputed pixel to float32 one ulp
+    # apart (|x| <= max |x|), which moves P = mean(x * STD + MEAN) by at most STD * 2u max|x|
+    tol = 2 * (gamma(len(pct)) + 4 * U) + 2 * STD * 2 * U * float(x.abs().max())
     assert np.abs(ours["road_lerf"] - lerf).max() <= tol
     assert np.abs(ours["road_morf"] - morf).max() <= tol
     assert np.abs(ours["road_combined"] - combined).max() <= tol
     assert ours["road_morf"][0] < ours["road_morf"][2] and ours["road_combined"][0] > ours["road_combined"][2]
+
+
+@pytest.mark.parametrize("most_relevant_first", [True, False])
+@pytest.mark.parametrize("percentile", [10, 50, 90])
+def test_road_imputation_equals_grad_cam_imputer(percentile, most_relevant_first):
+    from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+    from scipy.sparse.linalg import spsolve
+
+    rng = np.random.default_rng(percentile)
+    img = torch.from_numpy(rng.standard_normal((1, 20, 24), dtype=np.float32))
+    cam = torch.from_numpy(rng.random((20, 24), dtype=np.float32))
+    remove = RemoveMostRelevantFirst if most_relevant_first else RemoveLeastRelevantFirst
+    ref = remove(percentile, NoisyLinearImputer(noise=0.0))(img, cam)
+    keep = F.road_keep_mask(cam, percentile, most_relevant_first)
+    ours = F.road_impute(img, keep, noise=0.0)
+    assert torch.equal(ours[0][keep], img[0][keep]) and torch.equal(ref[0][keep], img[0][keep])  # same pixels kept
+    # grad-cam's own system A u = b: M = -A is an M-matrix (M^-1 >= 0), so two float32 fillings u1, u2
+    # with residuals r1, r2 (in float64) differ by at most ||M^-1||_inf (||r1|| + ||r2||), ||M^-1||_inf = max(M^-1 1)
+    from scipy.sparse import csc_matrix
+
+    a, b = NoisyLinearImputer.setup_sparse_system(keep.astype(np.float32), img.numpy(), NoisyLinearImputer().weighting)
+    a = csc_matrix(a)
+    missing = np.flatnonzero(~keep.ravel())
+    bound_inv = spsolve(-a, np.ones(len(missing))).max()
+    res = [np.abs(a @ u[0].reshape(-1).double().numpy()[missing] - b[:, 0]).max() for u in (ours, ref)]
+    assert np.abs(ours - ref).max().item() <= bound_inv * sum(res)
+    assert bound_inv * sum(res) < 1e-3  # sharp enough to see a wrong weight (differences ~1e-2)
 
 
 def test_road_leaves_the_global_random_state_alone():
@@ -284,7 +314,7 @@ def test_notebook_04_cells_run_on_a_stored_run(stored_run):
     shown = []
     env = {name: p.default for name, p in params.items()}
     env.update(run=stored_run, split="test", backbones=[], methods=[], n_boot=10, display=shown.append,
-               faithfulness_n_images=2, faithfulness_steps=4)  # small: the cell, not the metric, is tested here
+               faithfulness_n_images=2, faithfulness_steps=4, faithfulness_road_percentiles=[50])  # the cell is tested here
     exec("from pneumoloc.explain.faithfulness import run_faithfulness, faithfulness_table\n"
          + "".join(cell[0]["source"]), env)
     assert shown and (stored_run.localization / "faithfulness.csv").exists()

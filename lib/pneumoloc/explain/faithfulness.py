@@ -15,10 +15,11 @@ not its logit, so images and models are on one scale):
 * **ROAD** (Rong, Leemann, Borisov, Kasneci & Kasneci 2022, "A consistent and efficient
   evaluation strategy for attribution methods", ICML): pixels are not replaced by a constant
   but by *noisy linear imputation* from their neighbours, which leaks less of the removed
-  shape to the model. pytorch-grad-cam's perturbation and imputer are used as they are
-  (``pytorch_grad_cam.metrics``: ``RemoveMostRelevantFirst`` / ``RemoveLeastRelevantFirst``
-  with ``NoisyLinearImputer``, noise 0.01 in normalized-input units); only the forward passes
-  are batched. At percentile ``p`` MoRF imputes the ``100 - p`` % most relevant pixels, LeRF
+  shape to the model. The masks, equations and noise are pytorch-grad-cam's
+  (``pytorch_grad_cam.metrics.road``: ``RemoveMostRelevantFirst`` / ``RemoveLeastRelevantFirst``,
+  ``NoisyLinearImputer``, noise 0.01 in normalized-input units; tests compare with it); the
+  system is assembled in one vectorized pass and solved by a symmetric sparse LU, and the
+  forward passes are batched. At percentile ``p`` MoRF imputes the ``100 - p`` % most relevant pixels, LeRF
   the ``100 - p`` % least relevant; each score is P(target) after minus before, averaged over
   the percentiles, and ``road_combined = (LeRF - MoRF) / 2`` as grad-cam's ``ROADCombined``
   (higher = more faithful; MoRF very negative and LeRF near 0 is a faithful map).
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 
 __all__ = ["DELETION_BASELINES", "ROAD_PERCENTILES", "METRICS", "FaithfulnessReport", "gaussian_blur",
            "removal_ranks", "step_counts", "trapezoid_auc", "target_probability", "perturbation_curves",
-           "road_scores", "faithfulness_scores", "random_maps", "summarize_faithfulness", "faithfulness_table", "run_faithfulness"]
+           "NEIGHBOUR_WEIGHTS", "road_keep_mask", "road_impute", "road_scores", "faithfulness_scores", "random_maps", "summarize_faithfulness", "faithfulness_table", "run_faithfulness"]
 
 DELETION_BASELINES = ("zeros", "blur")  # what a deleted pixel becomes (zeros: in the normalized input)
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # grad-cam's ROADCombined default
@@ -189,43 +190,104 @@ def perturbation_curves(model: torch.nn.Module, x: torch.Tensor, maps: torch.Ten
     return {"fractions": counts.numpy() / n, "deletion": curves[0], "insertion": curves[1]}
 
 
-def _road_target(model, target, negate: bool):
-    """A grad-cam target callable (one sample's logits) returning P(target)."""
-    def score(output: torch.Tensor) -> torch.Tensor:
-        neg = None if not negate else torch.ones(1, dtype=torch.bool)
-        return target_probability(model, output.unsqueeze(0), target, neg)[0]
-    return score
+# ROAD's neighbour weights (Rong et al. 2022, imputations.py; grad-cam's NoisyLinearImputer):
+# (row offset, column offset) -> weight; edge neighbours 1/6, diagonal ones 1/12 (sum 1)
+NEIGHBOUR_WEIGHTS = {(1, 1): 1 / 12, (0, 1): 1 / 6, (-1, 1): 1 / 12, (1, -1): 1 / 12,
+                     (0, -1): 1 / 6, (-1, -1): 1 / 12, (1, 0): 1 / 6, (-1, 0): 1 / 6}
+
+
+def road_keep_mask(cam: torch.Tensor, percentile: float, most_relevant_first: bool) -> np.ndarray:
+    """Pixels ROAD keeps at ``percentile``: bool ``[H, W]``.
+
+    As grad-cam's ``RemoveMostRelevantFirst`` / ``RemoveLeastRelevantFirst``: MoRF keeps the
+    pixels strictly below the map's ``percentile``-th percentile (imputes the rest, the most
+    relevant), LeRF does the same on ``1 - map`` (imputes the least relevant).
+    """
+    values = (cam if most_relevant_first else 1 - cam).cpu().numpy()
+    return values < np.percentile(values, percentile)
+
+
+def _imputation_system(keep: np.ndarray):
+    """Sparse SPD system ``M u = W v`` of ROAD's linear imputation on one image.
+
+    Each missing pixel equals the weighted mean of its in-image neighbours: with ``D`` the sum
+    of a pixel's in-image neighbour weights, ``M = D - W_missing`` (symmetric, diagonally
+    dominant) and the right-hand side sums the weighted kept neighbours (``rhs @ v``).
+    """
+    from scipy.sparse import coo_matrix
+
+    h, w = keep.shape
+    missing = np.flatnonzero(~keep.ravel())
+    var = np.full(h * w, -1)
+    var[missing] = np.arange(len(missing))
+    r, c = np.divmod(missing, w)
+    diag = np.zeros(len(missing))
+    rows, cols, vals, krows, kcols, kvals = [], [], [], [], [], []
+    for (dr, dc), wt in NEIGHBOUR_WEIGHTS.items():
+        inside = (r + dr >= 0) & (r + dr < h) & (c + dc >= 0) & (c + dc < w)
+        i = np.flatnonzero(inside)
+        j = (r[i] + dr) * w + c[i] + dc
+        diag[i] += wt
+        free = var[j] >= 0
+        rows.append(i[free]), cols.append(var[j[free]]), vals.append(np.full(free.sum(), -wt))
+        krows.append(i[~free]), kcols.append(j[~free]), kvals.append(np.full((~free).sum(), wt))
+    n = len(missing)
+    m = coo_matrix((np.concatenate(vals + [diag]), (np.concatenate(rows + [np.arange(n)]),
+                                                   np.concatenate(cols + [np.arange(n)]))), shape=(n, n)).tocsc()
+    rhs = coo_matrix((np.concatenate(kvals), (np.concatenate(krows), np.concatenate(kcols))), shape=(n, h * w)).tocsr()
+    return missing, m, rhs
+
+
+def road_impute(image: torch.Tensor, keep: np.ndarray, noise: float = 0.01) -> torch.Tensor:
+    """Noisy linear imputation of the pixels outside ``keep`` (Rong et al. 2022, §4).
+
+    Solves the same equations as grad-cam's ``NoisyLinearImputer`` (a symmetric sparse LU, as
+    the matrix is symmetric) and adds ``noise * N(0, 1)`` drawn from torch's generator with the
+    same shape and order as grad-cam, so a seeded call reproduces its imputation.
+
+    Args:
+        image: ``[C, H, W]`` float32.
+        keep: bool ``[H, W]``: pixels kept (the rest are imputed).
+        noise: standard deviation of the added noise, in the image's units.
+    """
+    from scipy.sparse.linalg import splu
+
+    missing, m, rhs = _imputation_system(np.asarray(keep, bool))
+    flat = image.reshape(image.shape[0], -1).clone()
+    if len(missing) == 0:
+        return flat.reshape_as(image)
+    lu = splu(m, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    solved = torch.tensor(lu.solve(rhs @ flat.double().numpy().T), dtype=torch.float)  # [n, C]
+    solved = solved[:, 0] if solved.shape[1] == 1 else solved  # grad-cam's spsolve returns a vector for C = 1
+    flat[:, missing] = solved.t() + noise * torch.randn_like(solved.t())
+    return flat.reshape_as(image)
 
 
 def road_scores(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, *,
                 percentiles: Sequence[int] = ROAD_PERCENTILES, batch_size: int = 64,
                 device: str | torch.device = "cpu", target: str | int = "pneumonia", noise: float = 0.01,
                 seed: int = 0) -> dict[str, np.ndarray]:
-    """ROAD MoRF, LeRF and combined scores per image (Rong et al. 2022; grad-cam's imputation).
+    """ROAD MoRF, LeRF and combined scores per image (Rong et al. 2022).
 
-    The imputations are made in grad-cam's order (LeRF then MoRF, each percentile, each image)
-    from torch's generator seeded with ``seed`` inside :func:`torch.random.fork_rng` (the
-    caller's random state is untouched), so the scores equal grad-cam's ``ROADCombined`` on
-    the same batch after ``torch.manual_seed(seed)``; all imputed copies go through the model
-    in chunks of ``batch_size``.
+    The imputations (:func:`road_impute`) are made in grad-cam's order (LeRF then MoRF, each
+    percentile, each image) from torch's generator seeded with ``seed`` inside
+    :func:`torch.random.fork_rng` (the caller's random state is untouched), so the scores equal
+    grad-cam's ``ROADCombined`` on the same batch after ``torch.manual_seed(seed)`` up to the
+    solver's rounding; all imputed copies go through the model in chunks of ``batch_size``.
 
     Returns:
         ``road_morf``, ``road_lerf``, ``road_combined``: float64 ``[B]``.
     """
-    from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
-    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
-
     x, cams = x.float().cpu(), maps.float().cpu()
     negate = _negate(model, x, target, batch_size, device)
     before = _forward(model, x, target, negate, batch_size, device)
-    imputer = NoisyLinearImputer(noise=noise)
     copies = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for remove in (RemoveLeastRelevantFirst, RemoveMostRelevantFirst):
+        for most_relevant_first in (False, True):
             for p in percentiles:
-                perturb = remove(p, imputer)
-                copies += [perturb(x[j], cams[j]) for j in range(len(x))]
+                copies += [road_impute(x[j], road_keep_mask(cams[j], p, most_relevant_first), noise)
+                           for j in range(len(x))]
     reps = 2 * len(percentiles)
     neg = None if negate is None else negate.repeat(reps)
     after = _forward(model, torch.stack(copies), target, neg, batch_size, device).view(2, len(percentiles), -1)
@@ -408,7 +470,7 @@ def run_faithfulness(run, *, split: str = "test", models: Sequence[str] = (), me
         chosen = _pick_images(images, first.image_ids, split, n_images, positives_only, seed)
         ids = chosen["image_id"].astype(str).to_numpy()
         model = load_model(run.model_dir(model_name) / Path(first.meta.get("checkpoint") or "best.pt").name,
-                           device=str(dev))
+                           device=str(dev)).to(memory_format=torch.channels_last)  # as explain's models: faster convolutions
         size = int(first.meta.get("input_size") or model_input_size(model))
         pixels = np.array(cached_images(chosen, size, progress=False))
         sets[RANDOM_METHOD] = None
