@@ -4,13 +4,7 @@ import json
 import pandas as pd
 
 from pneumoloc.environment import RunPaths
-from pneumoloc.plots.app import headline_table, recipe
-
-
-def test_recipe_line():
-    train = {"loss": "focal", "optimizer": "adamw", "epochs": 2, "image_size": 64, "pretrained": False, "weights": ""}
-    assert recipe({"train": train}) == "focal loss, adamw, 2 epochs at 64 px, from scratch"
-    assert recipe({}) == "recipe not recorded"
+from pneumoloc.plots.app import headline_table
 
 
 def test_headline_table_reads_metrics_and_says_what_is_missing(tmp_path):
@@ -30,4 +24,6 @@ def test_headline_table_reads_metrics_and_says_what_is_missing(tmp_path):
     assert table.loc[("resnet18", "gradcam"), "hit rate [95% CI]"] == "0.500 [0.400, 0.600]"
     assert table.loc[("resnet18", "hirescam"), "hit rate [95% CI]"] == "n/a"
     assert table.loc[("resnet18", "gradcam"), "recipe"] == "recipe not recorded"
+    assert table.loc[("resnet18", "gradcam"), "undertrained"] == "yes"  # no validation ROC-AUC recorded
+    assert "nan" not in table.to_string().lower()
     assert table.loc[("chance", "box_prior"), "hit rate [95% CI]"] == "0.300 [0.200, 0.400]"

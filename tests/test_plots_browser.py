@@ -156,3 +156,32 @@ def test_png_is_drawn_for_the_shown_size_and_the_state_view_matches(browser):
     shown = json.loads(html.unescape(browser.state_view.value))
     assert shown["png_sha256"] == hashlib.sha256(browser.image.value).hexdigest()
     assert shown["controls"] == browser.state()["controls"]
+
+
+def _shown_texts(browser) -> str:
+    fig = browser.figure
+    texts = [fig._suptitle.get_text() if fig._suptitle else ""]
+    for ax in fig.axes:
+        texts += [ax.get_title()] + [t.get_text() for t in ax.texts]
+    return "\n".join(texts + [browser.notes.value, browser.state_view.value])
+
+
+def test_all_zero_map_says_no_positive_evidence_and_never_nan(run):
+    """An all-zero map (a dead Grad-CAM) has no box energy: the page says why, never 'nan'."""
+    import re
+
+    from pneumoloc.explain.stored import save_maps
+
+    src = load_maps(run, "resnet18", "gradcam")
+    save_maps(run.maps / "resnet18" / "zero.npz", np.zeros_like(src.maps), src.image_ids,
+              {**src.meta, "method": "zero"})
+    b = MapBrowser(run, ["resnet18"], ["gradcam", "zero"], display_size=32)
+    b.method.value = "zero"
+    b.outcome.value = "TP"  # positives: they have boxes, so a box energy would be expected
+    b.compare.value = "method"
+    b.other.value = "gradcam"
+    shown = _shown_texts(b)
+    assert not re.search(r"\bnan\b", shown, re.IGNORECASE), shown
+    assert shown.count("no positive evidence (all-zero map)") >= 3, shown  # title, overlay, note
+    titles = [ax.get_title() for ax in b.figure.axes if ax.get_label() != "<colorbar>"]
+    assert "box energy" in titles[1] and "no positive evidence" not in titles[1]  # the other panel's own energy

@@ -3,34 +3,26 @@
 ``pneumoloc browse RUN`` serves it with Voila (:mod:`pneumoloc.runs.browse`); it reads only
 the run folder (tables, predictions, metrics, stored maps), never the notebooks.
 
-The headline table has one row per model x method: the training recipe, the test ROC-AUC
-with its bootstrap CI (notebook 02's ``metrics.json``) and the pointing-game hit rate with
-its CI (notebook 04's ``localization/metrics.csv``), plus the chance baselines' hit rates.
+The headline table has one row per model x method: the training recipe (id and line,
+:mod:`pneumoloc.training.recipe`), whether the model is ``undertrained`` (validation ROC-AUC
+below the bar), the test ROC-AUC with its bootstrap CI (notebook 02's ``metrics.json``) and the
+pointing-game hit rate with its CI (notebook 04's ``localization/metrics.csv``), plus the chance
+baselines' hit rates. An undefined number is "n/a", never "nan".
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["recipe", "headline_table", "browser_app"]
-
-
-def recipe(config: dict) -> str:
-    """One line describing how a model was trained, from its ``config.json``."""
-    if config.get("recipe"):  # not trained here, e.g. "published checkpoint" (pneumoloc import-checkpoint)
-        return config["recipe"]
-    t = config.get("train", {})
-    if not t:
-        return "recipe not recorded"
-    init = "pretrained" if t.get("pretrained") or t.get("weights") else "from scratch"
-    return (f"{t.get('loss', '?')} loss, {t.get('optimizer', '?')}, {t.get('epochs', '?')} epochs "
-            f"at {t.get('image_size', '?')} px, {init}")
+__all__ = ["headline_table", "browser_app"]
+COLUMNS = ["model", "method", "recipe", "undertrained", "ROC-AUC [95% CI]", "hit rate [95% CI]"]
 
 
 def _with_ci(value: float, low: float, high: float) -> str:
-    if value is None or np.isnan(value):
+    finite = [v is not None and np.isfinite(v) for v in (value, low, high)]
+    if not finite[0]:
         return "n/a"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if all(finite) else f"{value:.3f} (no CI)"
 
 
 def _roc_auc(run, model: str) -> str:
@@ -45,24 +37,26 @@ def _roc_auc(run, model: str) -> str:
 
 
 def headline_table(run, pairs) -> pd.DataFrame:
-    """``model, method, recipe, ROC-AUC [95% CI], hit rate [95% CI]`` for each ``(model, method)``
-    of ``pairs``, then the chance baselines; 'n/a' where notebook 02 or 04 has not written it."""
-    from ..storage import load_json
+    """``model, method, recipe, undertrained, ROC-AUC [95% CI], hit rate [95% CI]`` for each
+    ``(model, method)`` of ``pairs``, then the chance baselines; 'n/a' where notebook 02 or 04 has
+    not written it."""
+    from ..training.recipe import model_recipes
 
     hits = pd.DataFrame(columns=["model", "method", "value", "low", "high"])
     if (run.localization / "metrics.csv").exists():
         m = pd.read_csv(run.localization / "metrics.csv")
         hits = m[(m["metric"] == "hit") & (m["variant"] == "maps")]
     hit = {(r.model, r.method): _with_ci(r.value, r.low, r.high) for r in hits.itertuples()}
+    recipes = model_recipes(run, list(dict.fromkeys(model for model, _ in pairs)))
     rows = []
     for model, method in pairs:
-        config = run.model_dir(model) / "config.json"
-        line = recipe(load_json(config)) if config.exists() else "recipe not recorded"
-        rows.append({"model": model, "method": method, "recipe": line, "ROC-AUC [95% CI]": _roc_auc(run, model),
-                     "hit rate [95% CI]": hit.get((model, method), "n/a")})
-    rows += [{"model": "chance", "method": method, "recipe": "", "ROC-AUC [95% CI]": "",
+        r = recipes.loc[model]
+        rows.append({"model": model, "method": method, "recipe": f"{r.recipe}: {r.recipe_line}"
+                     if r.recipe != r.recipe_line else r.recipe, "undertrained": "yes" if r.undertrained else "",
+                     "ROC-AUC [95% CI]": _roc_auc(run, model), "hit rate [95% CI]": hit.get((model, method), "n/a")})
+    rows += [{"model": "chance", "method": method, "recipe": "", "undertrained": "", "ROC-AUC [95% CI]": "",
               "hit rate [95% CI]": cell} for (model, method), cell in hit.items() if model == "chance"]
-    return pd.DataFrame(rows, columns=["model", "method", "recipe", "ROC-AUC [95% CI]", "hit rate [95% CI]"])
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def browser_app(run, split: str = "test", threshold: float = 0.5, **browser_options):

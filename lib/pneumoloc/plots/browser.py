@@ -43,6 +43,8 @@ SORTS = {"confidence": ("confidence", False), "localization (worst first)": ("lo
          "localization (best first)": ("localization", False)}
 COMPARE = ("off", "backbone", "method")
 NO_OTHER = ""  # the 'versus' value while there is nothing to compare with
+# An all-zero map has no energy to share out (box energy, LAR are undefined): said in words, never "nan".
+ALL_ZERO = "no positive evidence (all-zero map)"
 CSS_DPI = 96  # CSS pixels per inch: a figure inch is shown as 96 CSS pixels
 
 
@@ -184,7 +186,7 @@ class MapBrowser:
             if maps is None:
                 notes.append(f"{model} | {method}: maps not computed")
             elif not maps.take([st["image_id"]])[0].any():
-                notes.append(f"{model} | {method}: the map is all zero (nothing to overlay)")
+                notes.append(f"{model} | {method}: {ALL_ZERO}")
         if self.compare.value != "off" and len(st["panels"]) == 1:
             notes.append(f"no other {self.compare.value} to compare with")
         return notes
@@ -252,11 +254,7 @@ class MapBrowser:
             for ax, (model, method) in zip(axes[0], st["panels"]):
                 maps = self.maps(model, method)
                 heat = maps.take([st["image_id"]])[0] if maps is not None else None
-                prob = self.predictions[model].set_index("image_id")["prob"].get(st["image_id"], np.nan)
-                energy = ("no box" if not len(self.data.boxes[i]) else "box energy n/a"
-                          if np.isnan(st["localization"]) else f"box energy {st['localization']:.2f}")
-                title = (f"{model} | {method}\n{st['outcome']} p={prob:.2f} y={st['label']} | {energy}"
-                         if maps is not None else f"{model} | {method}\nmaps not computed")
+                title = self._panel_title(model, method, st, heat)
                 art = draw_panel(ax, self.data.images[i], heat, boxes=self.data.boxes[i],
                                  lung=None if self.data.lungs is None else self.data.lungs[i],
                                  alpha=self.opacity.value, show_boxes=self.show_boxes.value,
@@ -264,7 +262,7 @@ class MapBrowser:
                                  contour=self.contour_level.value if self.show_contour.value else None) or art
                 ax.set_title(title, fontsize=10)
                 if heat is None or not heat.any():
-                    ax.text(0.5, 0.04, "maps not computed" if heat is None else "all-zero map", color="white",
+                    ax.text(0.5, 0.04, "maps not computed" if heat is None else ALL_ZERO, color="white",
                             fontsize=10, ha="center", va="bottom", transform=ax.transAxes,
                             bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
             if art is not None:
@@ -287,6 +285,25 @@ class MapBrowser:
         self.state_view.value = html.escape(json.dumps({**shown, "png_sha256": digest}, default=str))
         plt.close(fig)
         return fig
+
+    def _panel_title(self, model: str, method: str, st: dict, heat: np.ndarray | None) -> str:
+        """``model | method``, then outcome, probability, label and this panel's own box energy;
+        words (``ALL_ZERO``, "no box", "n/a") wherever a number is undefined."""
+        from ..localize.metrics import energy_in_boxes
+
+        if heat is None:
+            return f"{model} | {method}\nmaps not computed"
+        i = self.data.row(st["image_id"])
+        prob = self.predictions[model].set_index("image_id")["prob"].get(st["image_id"], np.nan)
+        p = "p n/a" if not np.isfinite(prob) else f"p={prob:.2f}"
+        if not len(self.data.boxes[i]):
+            energy = "no box"
+        elif not np.isfinite(heat).all() or not heat.any():
+            energy = ALL_ZERO if np.isfinite(heat).all() else "non-finite map"
+        else:
+            score = energy_in_boxes(heat[None].astype(np.float32), self._box_cells[[i]])
+            energy = f"box energy {score.values[0]:.2f}" if score.valid[0] else "box energy n/a"
+        return f"{model} | {method}\n{st['outcome']} {p} y={st['label']} | {energy}"
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
