@@ -311,8 +311,7 @@ def faithfulness_scores(model: torch.nn.Module, images_uint8: np.ndarray, maps: 
         device: where the model runs.
         target: ``"pneumonia"``, ``"predicted"`` or an output index (see :func:`target_probability`).
         deletion_baseline: ``"zeros"`` or ``"blur"`` (see the module docstring).
-        road: also compute ROAD (grad-cam's imputation: the slow part, ~0.1-0.5 s per image and
-            percentile at 128 px).
+        road: also compute ROAD (one sparse solve per image and percentile: the slow part).
         road_percentiles: ROAD percentiles (grad-cam's ROADCombined default).
         seed: tie-breaking of the removal order and ROAD's imputation noise.
 
