@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_SPEC ?= papermill_runs/demo.yaml
+DEMO_WORKERS ?= 2  # stages of one step (02's backbones, 03's map jobs) run side by side
 
 .PHONY: demo test test-fast lab bench clean-demo
 
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/pneumoloc run $(DEMO_SPEC)
+	$(VENV)/bin/pneumoloc run $(DEMO_SPEC) --executor local --workers $(DEMO_WORKERS)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup

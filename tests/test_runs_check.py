@@ -8,6 +8,7 @@ import pytest
 from fixtures.registry import FIXTURES
 
 from pneumoloc.data.readers import list_dataset, read_dataset, reader_names
+from pneumoloc.environment import RUNS_DIR
 
 REAL = [n for n in reader_names() if n != "phantom"]
 
@@ -223,3 +224,13 @@ def test_estimate_hand_computed(tmp_path):
     assert est[1].gpu == pytest.approx(train / 424 + decode + up)
     maps = 300 * (c.gradcam + 16 * c.train) / 4  # val + test; SmoothGrad's 16 noisy gradients
     assert est[2].cpu == pytest.approx(maps + up)
+
+
+def test_a_phantom_already_generated_is_listed_by_check(tmp_path):
+    """After notebook 01 has generated the phantom, --check lists it like any dataset folder."""
+    from pneumoloc.phantom.writer import generate_phantom
+    from pneumoloc.runs.runner import check_run
+
+    root = generate_phantom(tmp_path / "phantom", n_images=12, size=32, workers=1)
+    plan = check_run(RUNS_DIR / "tiny.yaml", overrides={"data_root": str(root)})
+    assert "data: phantom at" in plan and "12 images" in plan

@@ -29,10 +29,12 @@ def _missing(root: Path, what: str) -> FileNotFoundError:
 
 
 @register_reader("phantom")
-def read(root: str, **options) -> DatasetTables:
+def read(root: str, progress: bool = True, **options) -> DatasetTables:
     """Read a phantom folder into the shared tables (absolute ``path`` and ``mask_path``).
 
-    Images or masks whose file is missing are skipped and counted in ``skipped``.
+    Images or masks whose file is missing are skipped and counted in ``skipped``. ``progress``
+    is accepted as every reader takes it; the phantom's tables are read without opening an
+    image, so there is no progress to show.
 
     Raises:
         FileNotFoundError: the folder, its ``images.csv`` or ``phantom.json`` is missing
