@@ -9,6 +9,12 @@ the device, threads and hardware the latency was measured on, so its figure can 
 classification (with paired differences to the reference), calibration, cost and localization
 into one row per system, written as CSV, LaTeX and a figure.
 
+The reference ("best single model") and the greedy selection follow the recipe rule of
+:func:`pneumoloc.training.recipe.selection_pool`: undertrained members (validation ROC-AUC below
+the bar) and members of another recipe than the run's are not candidates (unless
+``compare_recipes``); the other combiners still use every member, and every table carries each
+system's ``recipe`` and ``undertrained`` columns (:func:`system_recipes`).
+
 Artifacts written here, into notebook 05's folder (``<run>/ensembles/``): ``predictions.csv`` and
 ``ensembles.json`` (:func:`save_systems`), ``summary.csv`` and ``summary.tex`` (:func:`save_summary`).
 """
@@ -23,12 +29,13 @@ import numpy as np
 import pandas as pd
 
 from ..environment import provenance
+from ..training.recipe import Selection, selection_pool
 from ..storage import save_json, save_table, write_bytes
-from .combiners import best_single, fit_ensemble, member_auc
+from .combiners import FittedEnsemble, best_single, fit_ensemble, member_auc, weighted_average
 from .efficiency import SETTING_COLUMNS, pareto_front
 from .report import PredictionSet, format_ci
 
-__all__ = ["Systems", "fit_systems", "systems", "predictions_table", "weights_table", "save_systems", "members_used",
+__all__ = ["Systems", "fit_systems", "system_recipes", "systems", "predictions_table", "weights_table", "save_systems", "members_used",
            "efficiency_frontier", "frontier_counts", "mobilenet_claim", "summary_table", "summary_latex",
            "summary_caption", "save_summary", "COST_COLUMNS", "LOC_NAMES", "FRONTIER_LOC"]
 
@@ -48,26 +55,77 @@ class Systems:
     members: list[str]
     fitted: dict  # combiner -> FittedEnsemble
     val_auc: pd.Series  # members' validation ROC-AUC
-    reference: str  # the member with the best validation ROC-AUC
+    reference: str  # the candidate member with the best validation ROC-AUC
     val: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
+    selection: Selection | None = None  # which members could be the reference or a greedy pick, and why
 
     def describe(self) -> str:
-        """The reference and its validation ROC-AUC; with a greedy ensemble, the members it picked in order."""
-        lines = [f"best single model on validation: {self.reference} (val ROC-AUC {self.val_auc[self.reference]:.3f})"]
+        """The reference and its validation ROC-AUC, the selection rule's verdict; with a greedy
+        ensemble, the members it picked in order."""
+        name = "best single model on validation" if self.selection is None or self.selection.claim else \
+            "reference (no best-model claim: every member is undertrained)"
+        lines = [f"{name}: {self.reference} (val ROC-AUC {self.val_auc[self.reference]:.3f})"]
+        if self.selection is not None:
+            lines.append(self.selection.message)
         if "greedy" in self.fitted:
             greedy = self.fitted["greedy"].params
             lines.append(f"greedy picks (in order): {greedy['picks'][: greedy['n_selected']]}")
         return "\n".join(lines)
 
 
-def fit_systems(preds: PredictionSet, combiners: Sequence[str]) -> Systems:
-    """Fit every combiner on the members' validation predictions; apply each unchanged to test."""
-    members, y_val, p_val = preds.members, preds.labels("val"), preds.probs("val")
+def fit_systems(preds: PredictionSet, combiners: Sequence[str], recipes: pd.DataFrame | None = None,
+                compare_recipes: bool = False) -> Systems:
+    """Fit every combiner on the members' validation predictions; apply each unchanged to test.
+
+    Args:
+        preds: the members' stored predictions.
+        combiners: combiner names.
+        recipes: :func:`pneumoloc.training.recipe.model_recipes` of the members; when given, the
+            reference and the greedy picks come from :func:`~pneumoloc.training.recipe.selection_pool`
+            only (None: every member is a candidate).
+        compare_recipes: let the reference and greedy choose across recipes.
+
+    Raises:
+        ValueError: members split evenly between recipes without ``compare_recipes`` (the message
+            says how to choose).
+    """
+    members, y_val, p_val = list(preds.members), preds.labels("val"), preds.probs("val")
     val_auc = pd.Series({m: member_auc(y_val, p_val[:, k]) for k, m in enumerate(members)}, name="val ROC-AUC")
-    fitted = {c: fit_ensemble(c, p_val, y_val, members) for c in combiners}
-    return Systems(list(members), fitted, val_auc, best_single(p_val, y_val, members),
-                   systems(p_val, members, fitted), systems(preds.probs("test"), members, fitted))
+    selection = None if recipes is None else selection_pool(recipes.loc[members], compare_recipes)
+    pool = members if selection is None else selection.pool
+    cols = [members.index(m) for m in pool]
+    fitted = {c: _fit_on_pool(c, p_val, y_val, members, cols) if c == "greedy" else fit_ensemble(c, p_val, y_val, members)
+              for c in combiners}
+    return Systems(members, fitted, val_auc, best_single(p_val[:, cols], y_val, pool),
+                   systems(p_val, members, fitted), systems(preds.probs("test"), members, fitted), selection)
+
+
+def _fit_on_pool(combiner: str, p_val: np.ndarray, y_val: np.ndarray, members: list[str],
+                 cols: list[int]) -> FittedEnsemble:
+    """``combiner`` fitted on the candidate members ``cols`` only, as an ensemble of all ``members``
+    with weight 0 for the others (so it applies to the full probability matrix)."""
+    sub = fit_ensemble(combiner, p_val[:, cols], y_val, [members[k] for k in cols])
+    if len(cols) == len(members):
+        return sub
+    w = np.zeros(len(members))
+    w[cols] = sub.weights
+    return FittedEnsemble(combiner, tuple(members), w, lambda p: weighted_average(p, w),
+                          {**sub.params, "candidates": [members[k] for k in cols]})
+
+
+def system_recipes(recipes: pd.DataFrame, fitted: dict, members: Sequence[str]) -> pd.DataFrame:
+    """``recipe`` and ``undertrained`` of every system (index): a member's own; an ensemble's
+    recipe is its used members' one recipe, or ``"mixed: <ids>"``, and its ``undertrained`` lists
+    the undertrained members it uses ('' when none)."""
+    rows = {m: {"recipe": recipes.loc[m, "recipe"], "undertrained": "yes" if recipes.loc[m, "undertrained"] else ""}
+            for m in members}
+    for name, used in members_used(fitted, members).items():
+        ids = list(dict.fromkeys(recipes.loc[used, "recipe"]))
+        under = [m for m in used if recipes.loc[m, "undertrained"]]
+        rows[name] = {"recipe": ids[0] if len(ids) == 1 else "mixed: " + " + ".join(ids),
+                      "undertrained": ("members " + ", ".join(under)) if under else ""}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def systems(probs: np.ndarray, members: Sequence[str], fitted: dict) -> dict[str, np.ndarray]:
@@ -158,16 +216,21 @@ def mobilenet_claim(frontier: pd.DataFrame, mobilenets: Sequence[str]) -> str:
 
 
 def summary_table(classification: pd.DataFrame, calibration: pd.DataFrame, frontier: pd.DataFrame,
-                  localization: pd.DataFrame, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per system: the numbers (``summary``) and the paper's strings (``pretty``)."""
+                  localization: pd.DataFrame, reference: str,
+                  recipes: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per system: the numbers (``summary``) and the paper's strings (``pretty``), with
+    ``recipe`` and ``undertrained`` from :func:`system_recipes` when given."""
     summary = classification.set_index("system").join(calibration).join(frontier[["kind", "params", "latency_ms"]])
+    if recipes is not None:
+        summary = summary.join(recipes[["recipe", "undertrained"]])
     loc_metrics = [m for m in LOC_NAMES if m in frontier]
     for metric in loc_metrics:
         summary = summary.join(localization[localization["metric"] == metric].set_index("system")
                                [["value", "low", "high"]]
                                .rename(columns=lambda c: metric + ("" if c == "value" else "_" + c)))
     summary["params"] = summary["params"] / 1e6
-    columns = {"kind": "kind", "roc_auc": "ROC-AUC", "d_roc_auc": f"Δ vs {reference}", "delong_p": "DeLong p",
+    columns = {"kind": "kind", **({"recipe": "recipe", "undertrained": "undertrained"} if recipes is not None else {}),
+               "roc_auc": "ROC-AUC", "d_roc_auc": f"Δ vs {reference}", "delong_p": "DeLong p",
                "pr_auc": "PR-AUC", "f1": "F1", "ece": "ECE", "params": "params (M)", "latency_ms": "latency (ms)",
                **{m: LOC_NAMES[m] for m in loc_metrics}}
     return summary, format_ci(summary, columns)

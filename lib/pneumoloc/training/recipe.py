@@ -152,7 +152,7 @@ def selection_pool(recipes: pd.DataFrame, compare_recipes: bool = False) -> Sele
     counts = recipes.loc[trained, "recipe"].value_counts()
     if len(counts) > 1 and not compare_recipes:
         if counts.iloc[0] == counts.iloc[1]:
-            tied = {r: recipes.index[recipes["recipe"] == r].tolist() for r in counts.index[counts == counts.iloc[0]]}
+            tied = {r: [m for m in trained if recipes.loc[m, "recipe"] == r] for r in counts.index[counts == counts.iloc[0]]}
             raise ValueError(f"the trained models split evenly between recipes {tied}: no best model can be named "
                              "across different recipes; list the models of one recipe in the notebook parameter "
                              "backbones, or set compare_recipes = True to compare recipes knowingly")
