@@ -286,6 +286,11 @@ def test_run_faithfulness_scores_every_stored_map_and_the_random_baseline(stored
     # positives only (the default): the 3 pneumonia images of the test split
     pos = F.run_faithfulness(stored_run, n_images=6, steps=2, road=False, n_boot=5, device="cpu", progress=False)
     assert (pos.per_image.label == 1).all() and pos.per_image.image_id.nunique() == 3
+    # a split without a positive image with maps: a warning, an empty report and an empty table
+    with pytest.warns(UserWarning, match="no positive image of split 'train'"):
+        none = F.run_faithfulness(stored_run, split="train", n_images=2, steps=2, road=False, device="cpu",
+                                  progress=False)
+    assert none.per_image.empty and F.faithfulness_table(none.summary).empty
     # the same images and maps through faithfulness_scores give the same rows
     from pneumoloc.data.cache import cached_images
     from pneumoloc.data.tables import load_tables

@@ -30,6 +30,7 @@ not its logit, so images and models are on one scale):
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -392,6 +393,8 @@ def faithfulness_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Wide table: one row per model x method (random maps included), one column per metric
     holding ``value [low, high]`` and one ``<metric> - random`` holding the paired difference to
     the same model's random maps (a CI excluding 0 is a method these images tell from noise)."""
+    if summary.empty:
+        return pd.DataFrame(columns=["model", "method", *METRICS])
     df = summary.copy()
     keys = [k for k in ("model", "method", "target_layer", "map_size", "input_size", "n") if k in df]
     df["cell"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df["value"], df["low"], df["high"])]
@@ -414,11 +417,8 @@ def _pick_images(images: pd.DataFrame, ids: np.ndarray, split: str, n_images: in
     """``n_images`` images of ``split`` that have maps (positives only unless told), a seeded sample
     kept in table order."""
     pool = images[(images["split"] == split) & images["image_id"].astype(str).isin(set(ids))]
-    if positives_only:
+    if positives_only and "label" in pool:
         pool = pool[pool["label"] == 1]
-    if pool.empty:
-        raise ValueError(f"no {'positive ' if positives_only else ''}image of split {split!r} has stored maps: "
-                         "pass positives_only=False or another split")
     take = np.sort(np.random.default_rng(seed).choice(len(pool), min(n_images, len(pool)), replace=False))
     return pool.iloc[take]
 
@@ -467,6 +467,10 @@ def run_faithfulness(run, *, split: str = "test", models: Sequence[str] = (), me
         sets = {m: load_maps(run, model_name, m) for m in rows["method"]}
         first = next(iter(sets.values()))
         chosen = _pick_images(images, first.image_ids, split, n_images, positives_only, seed)
+        if chosen.empty:
+            warnings.warn(f"faithfulness: {model_name} has no {'positive ' if positives_only else ''}image of split "
+                          f"{split!r} with stored maps; skipped (positives_only=False scores every image)", stacklevel=2)
+            continue
         ids = chosen["image_id"].astype(str).to_numpy()
         model = load_model(run.model_dir(model_name) / Path(first.meta.get("checkpoint") or "best.pt").name,
                            device=str(dev)).to(memory_format=torch.channels_last)  # as explain's models: faster convolutions
@@ -480,8 +484,12 @@ def run_faithfulness(run, *, split: str = "test", models: Sequence[str] = (), me
             df = faithfulness_scores(model, pixels, maps, target=_map_target(meta), **kw)
             parts.append(df.assign(model=model_name, method=method, image_id=ids,
                                    patient_id=chosen["patient_id"].astype(str).to_numpy(),
-                                   label=chosen["label"].to_numpy(), map_size=first.map_size, input_size=size,
+                                   label=chosen.get("label", pd.Series(np.nan, index=chosen.index)).to_numpy(),
+                                   map_size=first.map_size, input_size=size,
                                    target_layer="" if ms is None else meta.get("target_layer", ""), steps=steps))
+    if not parts:
+        return FaithfulnessReport(pd.DataFrame(columns=["model", "method", "metric", "value", "low", "high"]),
+                                  pd.DataFrame(columns=["model", "method", "image_id", "patient_id"]))
     per_image = pd.concat(parts, ignore_index=True)
     lead = ["model", "method", "image_id", "patient_id", "label"]
     per_image = per_image[lead + [c for c in per_image if c not in lead]]
