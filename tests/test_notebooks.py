@@ -81,6 +81,8 @@ def test_notebooks_04_and_05_write_tables(tiny_run):
     assert set(depth["feature_size"]) == {"4x4", "4x4+2x2"}
     summary = pd.read_csv(root / "run" / "ensembles" / "summary.csv")
     assert {"resnet18", "mobilenet_v3"} <= set(summary["system"])
+    faith = pd.read_csv(root / "run" / "localization" / "faithfulness.csv")  # notebook 04's faithfulness section
+    assert {"gradcam", "random"} <= set(faith["method"]) and {"deletion_auc", "road_combined"} <= set(faith["metric"])
 
 
 def test_map_jobs_run_at_once_and_the_gallery_stage_reuses_their_maps(tiny_run, tmp_path):
