@@ -5,7 +5,10 @@ vs backbone for a method, method vs method for a backbone, e.g. ``gradcam`` vs
 ``gradcam@layer3``); :func:`format_table` the ``value [low, high]`` table with target layer,
 native feature size and map size beside every number; :func:`worst_localized` and
 :func:`failure_inputs` the WILDCAT study's failure review; :func:`classifier_auc` the
-classifier's ROC-AUC to set localization against.
+classifier's ROC-AUC to set localization against; :func:`with_recipes` the ``recipe`` and
+``undertrained`` columns every cross-backbone table carries; :func:`best_localizer` the best model x
+method by a metric, chosen only among the models the recipe rule allows
+(:func:`pneumoloc.training.recipe.selection_pool`), set against the highest chance line.
 """
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate.bootstrap import paired_bootstrap
+from ..training.recipe import selection_pool
 
-__all__ = ["paired_comparisons", "paired_subset", "depth_variants", "format_table", "worst_localized",
-           "classifier_auc", "failure_inputs"]
+__all__ = ["paired_comparisons", "paired_subset", "depth_variants", "format_table", "with_recipes",
+           "best_localizer", "worst_localized", "classifier_auc", "failure_inputs"]
 
 
 def paired_comparisons(per_image: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -80,6 +84,45 @@ def format_table(metrics: pd.DataFrame, names: Sequence[str], variant: str = "ma
     df["feature_size"] = df.get("feature_size", pd.Series("", index=df.index)).fillna("")
     wide = df.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first")
     return wide[[n for n in names if n in wide.columns]].reset_index()
+
+
+def with_recipes(table: pd.DataFrame, recipes: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (with a ``model`` column) with ``recipe`` and ``undertrained`` inserted after it,
+    from :func:`pneumoloc.training.recipe.model_recipes`; chance rows get the recipe "chance"."""
+    out = table.copy()
+    known = out["model"].isin(recipes.index)
+    recipe = out["model"].map(recipes["recipe"]).where(known, "chance")
+    under = out["model"].map(recipes["undertrained"]).where(known, False).astype(bool)
+    at = list(out.columns).index("model") + 1
+    out.insert(at, "recipe", recipe)
+    out.insert(at + 1, "undertrained", np.where(under, "yes", ""))
+    return out
+
+
+def best_localizer(metrics: pd.DataFrame, recipes: pd.DataFrame, metric: str = "hit",
+                   compare_recipes: bool = False) -> str:
+    """One sentence: the best model x method by ``metric`` (higher is better) with its CI, among
+    the models :func:`~pneumoloc.training.recipe.selection_pool` allows, against the highest chance
+    line for that metric (model ``chance`` and the same maps on shuffled boxes): whether its CI lies
+    above, overlaps or lies below that line's CI."""
+    m = metrics[metrics["metric"] == metric]
+    maps = m[(m["variant"] == "maps") & m["model"].isin(recipes.index)]
+    if maps.empty:
+        return f"no model x method has a defined {metric}"
+    pick = selection_pool(recipes.loc[list(dict.fromkeys(maps["model"]))], compare_recipes)
+    best = maps[maps["model"].isin(pick.pool)].sort_values("value", ascending=False, kind="stable").iloc[0]
+    chance = m[(m["model"] == "chance") | ((m["variant"] == "shuffled_boxes") & (m["model"] == best.model)
+                                           & (m["method"] == best.method))]
+    head = (f"{'best' if pick.claim else 'highest (no best-model claim)'} model x method by {metric}: "
+            f"{best.model} {best.method} {best.value:.3f} [{best.low:.3f}, {best.high:.3f}]")
+    if chance.empty:
+        return f"{head}; no chance line for {metric}"
+    line = chance.sort_values("value", ascending=False, kind="stable").iloc[0]
+    name = f"{line.method} chance" if line.model == "chance" else "the same maps on shuffled boxes"
+    verdict = ("its CI lies above" if best.low > line.high else "its CI lies below" if best.high < line.low
+               else "its CI overlaps")
+    return (f"{head}; {verdict} the highest chance line, {name} {line.value:.3f} [{line.low:.3f}, {line.high:.3f}]"
+            f" ({pick.message})")
 
 
 def worst_localized(per_image: pd.DataFrame, metric: str = "energy", n: int = 8,
