@@ -409,7 +409,7 @@ def faithfulness_table(summary: pd.DataFrame) -> pd.DataFrame:
              .rename(columns=name) for col, name in cells.items()]
     wide = pd.concat(parts, axis=1)
     columns = [name(m) for m in order for name in cells.values()]
-    return wide[columns].reset_index()
+    return wide[columns].reset_index().rename_axis(columns=None)
 
 
 def _pick_images(images: pd.DataFrame, ids: np.ndarray, split: str, n_images: int, positives_only: bool,
