@@ -11,8 +11,8 @@ run spec into the test's temporary folder and executes it inline like ``pneumolo
 
 Two small backbones per run (notebook 05 combines at least two), 64 px (a 2 x 2 layer4 map; at 32 px
 it is 1 x 1 and every Grad-CAM map is constant, hence all zero after min-max), one epoch.
-Each run is one xdist group, so ``make test`` (``-n 2 --dist loadgroup``) spreads them over
-the workers; select them with ``-m real_layout`` or one with ``-k kermany``.
+Each run and its checks are one test, so ``make test`` (``-n 2``) spreads the four runs over the
+workers without relying on xdist groups; select them with ``-m real_layout`` or one with ``-k kermany``.
 """
 from __future__ import annotations
 
@@ -62,19 +62,23 @@ class Case:
     build: Callable[[Path], Path]  # writes the fixture under a folder, returns the reader's root
     reader_options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # notebook 02 parameters for every backbone
+    audit: dict[str, Any] = field(default_factory=dict)  # notebook 01 parameters
     maps: dict[str, Any] = field(default_factory=dict)  # notebook 03 parameters
+    scoring: dict[str, Any] = field(default_factory=dict)  # notebook 04 parameters
     map_method: str = "gradcam"  # stored maps notebook 05 combines
     boxed: bool = False  # the dataset has boxes: notebook 04 scores them
     findings: tuple[str, ...] = ()  # multilabel: one stored map per finding
 
 
 CASES = {
-    "kermany": Case(build=lambda root: make_kermany(root, size=64), maps={"methods": ["gradcam"]}),
+    # the Kaggle zip's nested duplicate: the near-duplicate scan runs here; the randomization test too
+    "kermany": Case(build=lambda root: make_kermany(root, size=64), audit={"near_duplicate_distance": 4},
+                    maps={"methods": ["gradcam"], "sanity_n_images": 2}),
     "rsna": Case(
         # 4 Normal + 4 "Not Normal" (dropped) negatives, 7 positives with 1-4 boxes each
         build=lambda root: make_rsna(root, pick_patients(n_negative=8, box_counts=(1, 1, 2, 3, 4, 1, 2)),
                                      size=1024),
-        maps={"methods": ["gradcam", "gradcam++"]}, boxed=True),
+        maps={"methods": ["gradcam", "gradcam++"]}, scoring={"faithfulness_n_images": 2}, boxed=True),
     "nih": Case(build=lambda root: make_nih(root, _nih_patients(), size=1024),
                 reader_options={"official_split": True}, maps={"methods": ["gradcam"]}, boxed=True),
     "chexpert": Case(
@@ -82,8 +86,8 @@ CASES = {
         reader_options={"uncertain": "ones"},
         train={"task": "multilabel", "loss": "bce", "head": "wildcat",
                "head_options": {"maps": 2, "k": 0.2, "alpha": 0.7}},
-        # 14 findings x 2 backbones: native maps only, no randomization test, to stay short
-        maps={"methods": ["wildcat"], "target": "findings", "sanity_n_images": 0},
+        # 14 findings x 2 backbones: native maps only, to stay short
+        maps={"methods": ["wildcat"], "target": "findings"},
         map_method="wildcat@Pneumonia",
         findings=tuple(CHEXPERT_FINDINGS)),
 }
@@ -97,56 +101,58 @@ def _spec(name: str, case: Case, data_root: Path) -> dict[str, Any]:
         "notebooks": [
             {"notebook": "01_data_audit_and_patient_split",
              "parameters": {"dataset": name, "data_root": str(data_root), "reader_options": case.reader_options,
-                            "ratios": [0.5, 0.25, 0.25], "n_samples": 4, "real_metadata_audit": False}},
+                            "ratios": [0.5, 0.25, 0.25], "n_samples": 2, "real_metadata_audit": False,
+                            "near_duplicate_distance": -1, **case.audit}},
             {"notebook": "02_train_backbone", "foreach": {"backbone": BACKBONES},
              "parameters": {"image_size": 64, "epochs": 1, "batch_size": 8, **case.train}},
             {"notebook": "03_gradcam_gallery",
              "parameters": {"backbones": BACKBONES, "map_size": 16, "layer_variants": {}, "n_gallery_rows": 1,
-                            "sanity_n_images": 2, "sanity_steps": 2, "show_browser": False, **case.maps}},
-            {"notebook": "04_localization_metrics", "parameters": {"n_failures": 2}},
+                            "sanity_n_images": 0, "sanity_steps": 2, "show_browser": False, **case.maps}},
+            {"notebook": "04_localization_metrics",
+             "parameters": {"n_failures": 1, "faithfulness_n_images": 0, "faithfulness_steps": 4, **case.scoring}},
             {"notebook": "05_ensemble_analysis", "parameters": {"latency_batches": 1, "n_cases": 2,
                                                                "map_method": case.map_method}},
         ],
     }
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param(name, marks=[pytest.mark.xdist_group(f"real_{name}")]) for name in CASES])
-def real_run(request, tmp_path_factory) -> tuple[str, RunPaths, dict]:
-    """The case's fixture written and its spec executed inline (once per dataset and worker)."""
-    name, case = request.param, CASES[request.param]
-    root = tmp_path_factory.mktemp(f"real_{name}")
-    data_root = case.build(root / "data")
-    spec = root / f"{name}.yaml"
-    spec.write_text(yaml.safe_dump(_spec(name, case, data_root), sort_keys=False))
-    run = RunPaths(root=root / "run", figures=root / "figures")
-    manifest = run_spec(spec, run_dir=run.root, figures_dir=run.figures)
-    return name, run, manifest
-
-
 pytestmark = [pytest.mark.real_layout, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_real_layout_run(name, tmp_path):
+    """The case's fixture written, its spec executed inline, then every notebook's outcome checked."""
+    case = CASES[name]
+    data_root = case.build(tmp_path / "data")
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump(_spec(name, case, data_root), sort_keys=False))
+    run = RunPaths(root=tmp_path / "run", figures=tmp_path / "figures")
+    manifest = run_spec(spec, run_dir=run.root, figures_dir=run.figures)
+    for check in (check_every_stage_ok, check_split_holds_both_classes, check_predictions_and_metrics,
+                  check_maps_cover_val_and_test, check_localization_table, check_ensembles_summary):
+        check((name, run, manifest))
 
 
 def _images(run: RunPaths) -> pd.DataFrame:
     return pd.read_csv(run.root / "data" / "images.csv", dtype={"image_id": str, "patient_id": str})
 
 
-def test_every_stage_ok(real_run):
-    name, run, manifest = real_run
+def check_every_stage_ok(done):
+    name, run, manifest = done
     assert manifest["status"] == "ok"
     assert [s["status"] for s in manifest["stages"]] == ["ok"] * 6, manifest["stages"]
     assert (run.root / "05_ensemble_analysis.ipynb").exists()
 
 
-def test_split_holds_both_classes(real_run):
-    _, run, _ = real_run
+def check_split_holds_both_classes(done):
+    _, run, _ = done
     images = _images(run)
     for split in ("train", "val", "test"):
         assert set(images.loc[images["split"] == split, "label"]) == {0, 1}, split
 
 
-def test_predictions_and_metrics(real_run):
-    name, run, _ = real_run
+def check_predictions_and_metrics(done):
+    name, run, _ = done
     images = _images(run)
     expected = set(images.loc[images["split"].isin(["val", "test"]), "image_id"])
     for backbone in BACKBONES:
@@ -162,10 +168,10 @@ def test_predictions_and_metrics(real_run):
         assert metrics["best_epoch"] >= 1
 
 
-def test_maps_cover_val_and_test(real_run):
+def check_maps_cover_val_and_test(done):
     from pneumoloc.explain.stored import list_maps, load_maps
 
-    name, run, _ = real_run
+    name, run, _ = done
     case = CASES[name]
     images = _images(run)
     expected = set(images.loc[images["split"].isin(["val", "test"]), "image_id"])
@@ -179,16 +185,17 @@ def test_maps_cover_val_and_test(real_run):
         assert np.isfinite(maps.maps).all() and maps.maps.min() >= 0 and maps.maps.max() <= 1
 
 
-def test_localization_table(real_run):
+def check_localization_table(done):
     """LAR in [0, 1] for every model (or listed as undefined: all its maps are zero, a dead CAM
     after one epoch); box metrics for the datasets with boxes."""
-    name, run, _ = real_run
+    name, run, _ = done
     metrics = pd.read_csv(run.localization / "metrics.csv")
     metrics = metrics[(metrics["variant"] == "maps") & metrics["model"].isin(BACKBONES)]
     undefined_file = run.localization / "undefined.csv"
     undefined = pd.read_csv(undefined_file) if undefined_file.stat().st_size > 1 else pd.DataFrame()
     lar = metrics[metrics["metric"] == "lar"]
     assert len(lar) and lar["value"].between(0, 1).all()
+    assert set(lar["lung_source"]) == {"classical"}  # no fixture ships lung masks: the classical fallback
     for backbone in BACKBONES:
         assert backbone in set(lar["model"]) or backbone in set(undefined.get("model", [])), backbone
     if CASES[name].boxed:
@@ -196,10 +203,14 @@ def test_localization_table(real_run):
             rows = metrics[metrics["metric"] == metric]
             assert len(rows) and rows["value"].between(0, 1).all(), metric
         assert (metrics["metric"] == "pointwise_map").any()
+    if name == "nih":  # the ChestX-ray8 protocol (Wang et al. 2017) on NIH's own boxes
+        cx8 = pd.read_csv(run.localization / "chestxray8.csv")
+        assert set(BACKBONES) <= set(cx8["model"]) and set(cx8["finding"]) == {"Pneumonia"}
+        assert cx8["value"].between(0, 1).all()
 
 
-def test_ensembles_summary(real_run):
-    _, run, _ = real_run
+def check_ensembles_summary(done):
+    _, run, _ = done
     summary = pd.read_csv(run.ensembles / "summary.csv")
     assert set(BACKBONES) <= set(summary["system"])
     assert (run.figures / "05_summary_table.png").exists()
