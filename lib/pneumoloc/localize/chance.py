@@ -10,6 +10,7 @@ where it answers "what would a map that knows nothing score":
   chance level, so the report leaves LAR out for it (:data:`BASELINE_METRICS_SKIPPED`).
 * ``box_prior`` — the mean of the *training* images' box masks (one map for all images,
   min-max normalized like stored maps): where lesions usually are, learned without the image.
+  Its LAR only says that training boxes lie in the lungs, so it has no LAR row either.
 * ``shuffled`` — each real map scored against the boxes of a positive image of **another
   patient** (a seeded derangement by patient), so the box metrics' chance level for maps with
   the same spatial statistics.
@@ -31,7 +32,7 @@ __all__ = ["BASELINES", "BASELINE_METRICS_SKIPPED", "register_baseline", "unifor
 
 BASELINES: Registry[Callable[..., np.ndarray]] = Registry("chance map")
 # Metrics a baseline scores by construction rather than by chance: not reported for it.
-BASELINE_METRICS_SKIPPED: dict[str, tuple[str, ...]] = {"uniform_lung": ("lar",)}
+BASELINE_METRICS_SKIPPED: dict[str, tuple[str, ...]] = {"uniform_lung": ("lar",), "box_prior": ("lar",)}
 
 
 def register_baseline(name: str):

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["system_label", "metric_bars", "lar_distribution", "localization_vs_auc", "failure_gallery"]
+__all__ = ["system_label", "metric_label", "METRIC_LABELS", "metric_bars", "lar_distribution", "localization_vs_auc", "failure_gallery"]
 
 
 def system_label(row) -> str:
@@ -24,35 +24,71 @@ def system_label(row) -> str:
     return f"{row['model']} / {row['method']}" + (f" ({extra})" if extra else "")
 
 
-def metric_bars(metrics: pd.DataFrame, names: Sequence[str]):
-    """One panel per metric: a bar per model x method with its 95% CI whisker, the same maps
-    against shuffled boxes as a hollow marker, and the chance maps as dashed lines."""
+# Printed names of the localization metrics (pneumoloc.localize.report); "@rule" is appended as "(rule)".
+METRIC_LABELS = {"lar": "LAR", "hit": "hit rate", "energy": "box energy", "lung_energy": "lung-norm. box energy",
+                 "auprc": "loc. AUPRC", "iou": "IoU", "dice": "Dice", "rsna": "RSNA score",
+                 "pointwise_map": "pointwise mAP"}
+COLUMN_IN = 3.5  # one column of a two-column paper, inches
+
+
+def metric_label(name: str) -> str:
+    """``iou@otsu`` -> "IoU (otsu)"; ``lar`` -> "LAR"."""
+    base, _, rule = name.partition("@")
+    return METRIC_LABELS.get(base, base) + (f" ({rule})" if rule else "")
+
+
+def metric_bars(metrics: pd.DataFrame, names: Sequence[str], ncols: int = 2, width: float = COLUMN_IN):
+    """One panel per metric, one column wide: models on the y axis (:func:`~pneumoloc.plots.style.model_order`),
+    each method a coloured point with its 95% CI (layer variants by marker), the same maps on
+    shuffled boxes as a small black x, and each chance map as a grey line styled by
+    :data:`~pneumoloc.plots.style.CHANCE_STYLE`; one shared legend below the panels."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from .style import (CHANCE_STYLE, chance_label, method_color, method_label, method_order, model_label,
+                        model_order, variant_marker)
 
     names = [n for n in names if n in set(metrics["metric"])]
     if not names:
         raise ValueError("none of the requested metrics is in the table")
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1, 4.2), squeeze=False)
     real = metrics[(metrics["variant"] == "maps") & (metrics["model"] != "chance")]
-    for ax, name in zip(axes[0], names):
-        d = real[real["metric"] == name].reset_index(drop=True)
-        y = np.arange(len(d))
-        ax.barh(y, d["value"], xerr=[d["value"] - d["low"], d["high"] - d["value"]], color="C0",
-                alpha=0.8, capsize=3)
-        shuf = metrics[(metrics["variant"] == "shuffled_boxes") & (metrics["metric"] == name)]
-        for i, r in d.iterrows():
-            s = shuf[(shuf["model"] == r["model"]) & (shuf["method"] == r["method"])]
-            if len(s):
-                ax.plot(s["value"].iloc[0], i, "o", mfc="none", mec="k", label="shuffled boxes" if i == 0 else None)
-        chance = metrics[(metrics["model"] == "chance") & (metrics["metric"] == name)]
-        for k, (_, c) in enumerate(chance.drop_duplicates("method").iterrows()):
-            ax.axvline(c["value"], ls="--", color=f"C{k + 1}", label=f"chance: {c['method']}")
-        ax.set_yticks(y, [system_label(r) for _, r in d.iterrows()] if ax is axes[0][0] else [""] * len(d))
-        ax.set_title(name)
+    models, methods = model_order(real["model"]), method_order(real["method"])
+    nrows, ncols = -(-len(names) // min(ncols, len(names))), min(ncols, len(names))
+    step = min(0.8 / max(len(methods), 1), 0.25)  # vertical spread of the methods within a model's band
+    panel_h = max(len(models), 1) * max(0.1 * len(methods), 0.22) + 0.45
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, nrows * panel_h + 0.35 * (1 + len(methods) // 2)),
+                             sharey=True, squeeze=False, layout="constrained")
+    chance_drawn: set[str] = set()
+    for ax, name in zip(axes.ravel(), names):
+        d = real[real["metric"] == name]
+        for j, method in enumerate(methods):
+            g = d[d["method"] == method].set_index("model").reindex(models).dropna(subset=["value"])
+            y = np.array([models.index(mo) for mo in g.index]) + (j - (len(methods) - 1) / 2) * step
+            ax.errorbar(g["value"], y, xerr=[g["value"] - g["low"], g["high"] - g["value"]], fmt=variant_marker(
+                method, methods), ms=3, lw=0.8, color=method_color(method), capsize=0)
+            shuf = metrics[(metrics["variant"] == "shuffled_boxes") & (metrics["metric"] == name)
+                           & (metrics["method"] == method)].set_index("model").reindex(g.index)
+            ax.plot(shuf["value"], y, "x", ms=3, mew=0.7, color="k")
+        for _, c in metrics[(metrics["model"] == "chance") & (metrics["metric"] == name)].drop_duplicates("method").iterrows():
+            style, grey = CHANCE_STYLE.get(c["method"], (":", "0.6"))
+            ax.axvline(c["value"], ls=style, color=grey, lw=1)
+            chance_drawn.add(c["method"])
+        ax.set_title(metric_label(name), fontsize=8)
         ax.set_xlim(0, 1.02)
-    if axes[0][-1].get_legend_handles_labels()[0]:  # chance lines or shuffled-box marks drawn
-        axes[0][-1].legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
+        ax.set_xticks([0, 0.5, 1], ["0", ".5", "1"])
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="x", lw=0.3, alpha=0.5)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_axis_off()
+    axes[0, 0].set_yticks(range(len(models)), [model_label(m) for m in models])
+    axes[0, 0].set_ylim(len(models) - 0.5, -0.5)  # first model on top
+    handles = [Line2D([], [], ls="none", marker=variant_marker(m, methods), ms=4, color=method_color(m),
+                      label=method_label(m)) for m in methods]
+    handles += [Line2D([], [], ls=CHANCE_STYLE.get(c, (":", "0.6"))[0], color=CHANCE_STYLE.get(c, (":", "0.6"))[1],
+                       label=chance_label(c)) for c in sorted(chance_drawn)]
+    if (metrics["variant"] == "shuffled_boxes").any():
+        handles.append(Line2D([], [], ls="none", marker="x", color="k", ms=4, label="same maps, shuffled boxes"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=6.5, frameon=False)
     return fig
 
 
@@ -68,12 +104,19 @@ def lar_distribution(per_image: pd.DataFrame, metric: str = "lar"):
         ax.text(0.5, 0.5, f"{metric}: no image with a nonzero map", ha="center", va="center")
         ax.set_axis_off()
         return fig
-    fig, ax = plt.subplots(figsize=(6, 0.5 * len(groups) + 1.5))
-    ax.boxplot([g["value"].to_numpy() for _, g in groups], vert=False, showmeans=True)
-    ax.set_yticks(np.arange(1, len(groups) + 1), [f"{m} / {k}" for (m, k), _ in groups])
-    ax.set_xlabel(f"{metric} per image (share of map energy)")
+    from .style import method_label, method_order, model_label, model_order
+
+    rank_m = {m: k for k, m in enumerate(model_order(d["model"]))}
+    rank_k = {m: k for k, m in enumerate(method_order(d["method"]))}
+    groups.sort(key=lambda g: (rank_m[g[0][0]], rank_k[g[0][1]]))
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 0.22 * len(groups) + 0.9), layout="constrained")
+    ax.boxplot([g["value"].to_numpy() for _, g in groups], vert=False, showmeans=True, widths=0.6,
+               flierprops={"markersize": 2}, meanprops={"markersize": 3})
+    ax.set_yticks(np.arange(1, len(groups) + 1), [f"{model_label(m)}, {method_label(k)}" for (m, k), _ in groups])
+    ax.set_ylim(len(groups) + 0.5, 0.5)  # first model on top, as in the metric panels
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel(f"{metric_label(metric)} per image", fontsize=8)
     ax.set_xlim(0, 1.02)
-    fig.tight_layout()
     return fig
 
 
@@ -83,17 +126,23 @@ def localization_vs_auc(metrics: pd.DataFrame, aucs: pd.Series, metric: str = "e
 
     d = metrics[(metrics["variant"] == "maps") & (metrics["metric"] == metric) & (metrics["model"] != "chance")]
     d = d.assign(auc=d["model"].map(aucs)).dropna(subset=["auc"])
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for k, (method, g) in enumerate(d.groupby("method")):
-        ax.errorbar(g["auc"], g["value"], yerr=[g["value"] - g["low"], g["high"] - g["value"]], fmt="o",
-                    color=f"C{k}", capsize=3, label=method)
+    from .style import method_color, method_label, method_order, model_label, variant_marker
+
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 3.0), layout="constrained")
+    methods = method_order(d["method"])
+    for method in methods:
+        g = d[d["method"] == method]
+        ax.errorbar(g["auc"], g["value"], yerr=[g["value"] - g["low"], g["high"] - g["value"]],
+                    fmt=variant_marker(method, methods), ms=3,
+                    color=method_color(method), capsize=2, lw=0.8, label=method_label(method))
         for _, r in g.iterrows():
-            ax.annotate(r["model"], (r["auc"], r["value"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("classifier ROC-AUC (test)")
-    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+            ax.annotate(model_label(r["model"]), (r["auc"], r["value"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xlabel("classifier ROC-AUC (test)", fontsize=8)
+    ax.set_ylabel(f"{metric_label(metric)} (mean, 95% CI)", fontsize=8)
+    ax.tick_params(labelsize=7)
     if len(d):
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.legend(fontsize=6)
     return fig
 
 
