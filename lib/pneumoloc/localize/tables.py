@@ -77,13 +77,15 @@ def depth_variants(metrics: pd.DataFrame, model: str, method: str) -> pd.DataFra
 
 def format_table(metrics: pd.DataFrame, names: Sequence[str], variant: str = "maps") -> pd.DataFrame:
     """Wide table: one row per model x method (with target layer, its native feature size and
-    the stored map size beside every number), one column per metric holding ``value [low, high]``."""
+    the stored map size beside every number), one column per metric holding ``value [low, high]``
+    ("–" where the row has no such metric)."""
     df = metrics[(metrics["variant"] == variant) & metrics["metric"].isin(names)].copy()
     df["cell"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df["value"], df["low"], df["high"])]
     keys = ["model", "method", "target_layer", "feature_size", "map_size"]
     df["feature_size"] = df.get("feature_size", pd.Series("", index=df.index)).fillna("")
     wide = df.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first")
-    return wide[[n for n in names if n in wide.columns]].reset_index()
+    # a metric a row does not define (e.g. no LAR for a chance map that knows the lungs) prints as "–"
+    return wide[[n for n in names if n in wide.columns]].fillna("–").reset_index()
 
 
 def with_recipes(table: pd.DataFrame, recipes: pd.DataFrame) -> pd.DataFrame:
@@ -104,12 +106,16 @@ def best_localizer(metrics: pd.DataFrame, recipes: pd.DataFrame, metric: str = "
     """One sentence: the best model x method by ``metric`` (higher is better) with its CI, among
     the models :func:`~pneumoloc.training.recipe.selection_pool` allows, against the highest chance
     line for that metric (model ``chance`` and the same maps on shuffled boxes): whether its CI lies
-    above, overlaps or lies below that line's CI."""
+    above, overlaps or lies below that line's CI. When the models split evenly between recipes the
+    sentence says that no best is named (and how to compare recipes) instead of raising."""
     m = metrics[metrics["metric"] == metric]
     maps = m[(m["variant"] == "maps") & m["model"].isin(recipes.index)]
     if maps.empty:
         return f"no model x method has a defined {metric}"
-    pick = selection_pool(recipes.loc[list(dict.fromkeys(maps["model"]))], compare_recipes)
+    try:
+        pick = selection_pool(recipes.loc[list(dict.fromkeys(maps["model"]))], compare_recipes)
+    except ValueError as tie:  # recipes tied: no best is named, the table still stands
+        return f"no best model x method by {metric}: {tie}"
     best = maps[maps["model"].isin(pick.pool)].sort_values("value", ascending=False, kind="stable").iloc[0]
     chance = m[(m["model"] == "chance") | ((m["variant"] == "shuffled_boxes") & (m["model"] == best.model)
                                            & (m["method"] == best.method))]
