@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pneumoloc.localize.shortcut import (conclusion_markdown, marker_reliance, reveals_shortcut, shortcut_scores,
-                                         shortcut_summary)
+                                         shortcut_summary, stored_name)
 
 
 def _images(n: int) -> pd.DataFrame:
@@ -108,3 +108,9 @@ def test_reliance_is_marked_minus_unmarked_on_marked_test_images_only():
         "prob": [0.9, 0.4, 0.7, 0.6]})
     out = marker_reliance(predictions, ["a"])
     assert out["image_id"].tolist() == ["a"] and out["reliance"].iloc[0] == pytest.approx(0.5)
+
+
+def test_maps_of_another_layer_are_stored_under_their_own_name():
+    assert stored_name("gradcam") == "gradcam"
+    assert stored_name("gradcam", "backbone.layer3") == "gradcam@layer3"
+    assert stored_name("gradcam", "backbone.layer3+backbone.layer4") == "gradcam@layer3+layer4"

@@ -40,9 +40,9 @@ from ..evaluate.classification import roc_auc
 from .metrics import box_masks, boxes_by_image, energy_in_boxes, pointing_game
 
 __all__ = ["VARIANTS", "ShortcutStudy", "study_paths", "prepare_study", "marker_rates_table", "marked_test_ids",
-           "train_variants", "cross_predictions", "variant_maps", "score_variants", "study_sanity", "shortcut_scores",
-           "marker_reliance", "shortcut_summary", "reveals_shortcut", "sanity_flags", "faithfulness_sentence",
-           "conclusion_markdown"]
+           "train_variants", "cross_predictions", "stored_name", "variant_maps", "score_variants", "study_sanity",
+           "shortcut_scores", "marker_reliance", "shortcut_summary", "reveals_shortcut", "sanity_flags",
+           "faithfulness_sentence", "conclusion_markdown"]
 
 VARIANTS = ("shortcut", "clean")  # trained on the marked phantom; on the same phantom without the marker
 
@@ -168,13 +168,22 @@ def cross_predictions(study: ShortcutStudy, results: dict[str, Any], cfg, progre
     return pd.concat(parts, ignore_index=True)[cols]
 
 
-def variant_maps(study: ShortcutStudy, backbone: str, method: str, *, map_size: int, device: str = "cpu",
-                 progress: bool = True) -> dict[str, Any]:
-    """Each model's stored test maps on its own images (:func:`pneumoloc.explain.stored.compute_maps`)."""
+def stored_name(method: str, target_layer: str = "") -> str:
+    """Name the maps are stored under: ``method``, or ``method@<last part of each layer>`` for another layer."""
+    if not target_layer:
+        return method
+    return f"{method}@" + "+".join(layer.split(".")[-1] for layer in target_layer.split("+"))
+
+
+def variant_maps(study: ShortcutStudy, backbone: str, method: str, *, map_size: int, target_layer: str = "",
+                 device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Each model's stored test maps on its own images (:func:`pneumoloc.explain.stored.compute_maps`;
+    ``target_layer`` "" = the backbone's default CAM layer, else stored as :func:`stored_name`)."""
     from ..explain.stored import compute_maps
 
-    return {v: compute_maps(sub, backbone, method, split="test", map_size=map_size, device=device,
-                            progress=progress)[method] for v, sub in study.runs.items()}
+    name = stored_name(method, target_layer)
+    return {v: compute_maps(sub, backbone, method, split="test", map_size=map_size, target_layer=target_layer,
+                            store_as=name, device=device, progress=progress)[name] for v, sub in study.runs.items()}
 
 
 def score_variants(study: ShortcutStudy, maps: dict[str, Any]) -> pd.DataFrame:
@@ -196,7 +205,7 @@ def score_variants(study: ShortcutStudy, maps: dict[str, Any]) -> pd.DataFrame:
 
 
 def study_sanity(study: ShortcutStudy, backbone: str, method: str, *, n_images: int = 4, max_groups: int = 6,
-                 device: str = "cpu", seed: int = 0) -> pd.DataFrame:
+                 target_layer: str = "", device: str = "cpu", seed: int = 0) -> pd.DataFrame:
     """The cascading-randomization sanity check (:mod:`pneumoloc.explain.sanity`) of both models
     on the first ``n_images`` marked test images: :func:`sanity_summary` rows with ``variant``."""
     from ..data.tables import load_tables
@@ -209,7 +218,7 @@ def study_sanity(study: ShortcutStudy, backbone: str, method: str, *, n_images: 
         marked = load_tables(study.runs["shortcut"]).images
         ids = marked.loc[(marked["split"] == "test") & (marked["marker"] == 1), "image_id"][:n_images]
         table = run_sanity(sub, images[images["image_id"].isin(set(ids))], [backbone], [method], device=dev,
-                           max_groups=max_groups, seed=seed)
+                           max_groups=max_groups, target_layer=target_layer, seed=seed)
         parts.append(sanity_summary(table).assign(variant=variant))
     return pd.concat(parts, ignore_index=True)
 
