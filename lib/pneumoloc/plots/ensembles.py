@@ -1,11 +1,14 @@
 """Figures of notebook 05; every function returns a matplotlib figure (saved by the caller
-with :func:`pneumoloc.plots.save.save_figure`)."""
+with :func:`pneumoloc.plots.save.save_figure`). Systems appear in the one model order with the
+members' colours of :mod:`pneumoloc.plots.style` (ensembles in black)."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from .style import model_color, model_label, model_order
 
 __all__ = [
     "plot_differences", "plot_matrix", "plot_reliability", "plot_frontier", "plot_map_cases",
@@ -19,17 +22,30 @@ def _plt():
     return plt
 
 
+def _in_model_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a ``system`` table in the one model order (:func:`pneumoloc.plots.style.model_order`)."""
+    order = {name: k for k, name in enumerate(model_order(table["system"]))}
+    return table.sort_values("system", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+
+
+def _system_color(system: str) -> str:
+    """A member's colour of :mod:`pneumoloc.plots.style`; ensembles in black."""
+    return "k" if system.startswith("ens_") else model_color(system)
+
+
 def plot_differences(table: pd.DataFrame, metric: str = "roc_auc", reference: str = ""):
     """Forest plot: each system's ``d_<metric>`` (system - reference) with its paired CI,
     annotated with DeLong's p for ROC-AUC."""
     plt = _plt()
-    t = table.reset_index(drop=True)
+    t = _in_model_order(table)
     y = np.arange(len(t))[::-1]
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(t) + 1.2))
     d, lo, hi = t[f"d_{metric}"], t[f"d_{metric}_low"], t[f"d_{metric}_high"]
-    ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="o", color="k", ecolor="0.4", capsize=3)
-    ax.axvline(0, color="C3", lw=1, ls="--")
-    ax.set_yticks(y, t["system"])
+    for k in range(len(t)):
+        ax.errorbar(d[k], y[k], xerr=[[d[k] - lo[k]], [hi[k] - d[k]]], fmt="o", color=_system_color(t["system"][k]),
+                    ecolor="0.4", capsize=3)
+    ax.axvline(0, color="0.3", lw=1, ls="--")
+    ax.set_yticks(y, [model_label(sy) for sy in t["system"]])
     for yi, row in zip(y, t.itertuples()):
         if metric == "roc_auc" and row.system != reference:
             ax.annotate(f"DeLong p={row.delong_p:.3f}", (1.01, yi), xycoords=("axes fraction", "data"),
@@ -188,14 +204,15 @@ def plot_localization(table: pd.DataFrame, reference: str = ""):
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 0.35 * table["system"].nunique() + 1.4),
                              squeeze=False, sharey=True)
     for ax, m in zip(axes[0], metrics):
-        t = table[table["metric"] == m].reset_index(drop=True)
+        t = _in_model_order(table[table["metric"] == m])
         y = np.arange(len(t))[::-1]
-        ax.errorbar(t["value"], y, xerr=[t["value"] - t["low"], t["high"] - t["value"]], fmt="o",
-                    color="k", ecolor="0.4", capsize=3)
+        for k in range(len(t)):
+            ax.errorbar(t["value"][k], y[k], xerr=[[t["value"][k] - t["low"][k]], [t["high"][k] - t["value"][k]]],
+                        fmt="o", color=_system_color(t["system"][k]), ecolor="0.4", capsize=3)
         ref = t[t["system"] == reference]
         if len(ref):
-            ax.axvline(ref["value"].iloc[0], color="C3", ls="--", lw=1)
-        ax.set_yticks(y, t["system"])
+            ax.axvline(ref["value"].iloc[0], color="0.3", ls="--", lw=1)
+        ax.set_yticks(y, [model_label(sy) for sy in t["system"]])
         ax.set_title(f"{m} (n={t['n'].max()})", fontsize=9)
     fig.suptitle(f"Localization of member and ensemble maps (dashed: {reference or 'reference'})")
     fig.tight_layout()

@@ -135,14 +135,16 @@ def localization_vs_auc(metrics: pd.DataFrame, aucs: pd.Series, metric: str = "e
         ax.errorbar(g["auc"], g["value"], yerr=[g["value"] - g["low"], g["high"] - g["value"]],
                     fmt=variant_marker(method, methods), ms=3,
                     color=method_color(method), capsize=2, lw=0.8, label=method_label(method))
-        for _, r in g.iterrows():
-            ax.annotate(model_label(r["model"]), (r["auc"], r["value"]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
+
+    for model, g in d.groupby("model"):  # one name per model, above its highest whisker
+        ax.annotate(model_label(model), (g["auc"].iloc[0], g["high"].max()), fontsize=6, ha="center",
+                    xytext=(0, 3), textcoords="offset points")
+    ax.margins(y=0.12)  # room for the model names above the whiskers
     ax.set_xlabel("classifier ROC-AUC (test)", fontsize=8)
     ax.set_ylabel(f"{metric_label(metric)} (mean, 95% CI)", fontsize=8)
     ax.tick_params(labelsize=7)
     if len(d):
-        ax.legend(fontsize=6)
+        fig.legend(loc="outside lower center", ncols=2, fontsize=6, frameon=False)
     return fig
 
 
