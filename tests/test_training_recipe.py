@@ -64,3 +64,10 @@ def test_selection_without_a_trained_model_or_with_a_recipe_tie(tmp_path):
     with pytest.raises(ValueError, match="compare_recipes = True"):
         R.selection_pool(tied)
     assert R.selection_pool(tied, compare_recipes=True).pool == ["a", "b"]
+
+
+def test_an_imported_model_has_the_published_recipe():
+    from pneumoloc.training.imported import IMPORTED_RECIPE
+
+    assert R.PUBLISHED == IMPORTED_RECIPE
+    assert R.recipe_line({"recipe": IMPORTED_RECIPE, "train": {}}) == "published checkpoint"
