@@ -410,7 +410,8 @@ def conclusion_markdown(summary: pd.DataFrame, sanity_flagged: dict[str, bool] |
         f"- Map energy on the marker box (marked test images): shortcut model "
         f"{_ci(g('energy_on_marker', 'shortcut'), True)} vs clean model on the same images "
         f"{_ci(g('energy_on_marker', 'clean'), True)} "
-        f"(difference {_ci(g('energy_on_marker (shortcut - clean)'), True)}); "
+        f"(paired difference on the images where both maps are non-zero "
+        f"{_ci(g('energy_on_marker (shortcut - clean)'), True)}); "
         f"on the lesion boxes {_ci(g('energy_on_lesions', 'shortcut'), True)} vs "
         f"{_ci(g('energy_on_lesions', 'clean'), True)}.",
         f"- Pointing game: the shortcut model's peak falls on the marker in "

@@ -5,6 +5,8 @@ Layout (written by ``pneumoloc phantom --out DIR``)::
     DIR/images.csv    image_id, patient_id, path, label, width, height, mask_path, view,
                       sex, age, n_opacities, lung_source (paths relative to DIR)
     DIR/boxes.csv     image_id, x, y, w, h (pixels)
+    DIR/markers.csv   only with a burned-in marker: image_id, x, y, w, h of the marker letter;
+                      images.csv then also has marker (0/1) and marker_split
     DIR/images/*.png  8-bit grayscale radiographs
     DIR/masks/*.png   exact lung masks (255 = lung)
     DIR/phantom.json  config, counts, provenance; written last (marks the dataset complete)
