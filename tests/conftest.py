@@ -3,6 +3,7 @@ import pytest
 
 from pneumoloc.environment import RUNS_DIR
 from pneumoloc.runs.runner import run_spec
+from xdist_groups import pytest_collection_modifyitems  # noqa: F401  (a hook: registered by name)
 
 
 @pytest.fixture(scope="session")
