@@ -18,7 +18,7 @@ from pneumoloc.explain.cams import InplaceActivationWarning
 from pneumoloc.explain.stored import compute_maps, require_trained
 from pneumoloc.models.checkpoints import load_checkpoint, load_model
 from pneumoloc.models.outputs import load_metrics, load_predictions
-from pneumoloc.plots.app import recipe
+from pneumoloc.training.recipe import recipe_line
 from pneumoloc.storage import sha256_of
 from pneumoloc.training.imported import IMPORTED_RECIPE, install_checkpoint
 from test_models_paper import _their_input, _write
@@ -62,7 +62,7 @@ def test_cli_writes_the_files_training_writes(imported):
     metrics = load_metrics(run, ARCH)  # stamped with best.pt's digest
     assert metrics["stopped"] == "imported" and "roc_auc" in metrics["operating_points"]["default"]
     require_trained(run, [ARCH])
-    assert recipe(config) == IMPORTED_RECIPE  # the headline table of `pneumoloc browse`
+    assert recipe_line(config) == IMPORTED_RECIPE  # the recipe column of every table
 
 
 @on_tiny_run
