@@ -449,16 +449,9 @@ def run_faithfulness(run, *, split: str = "test", models: Sequence[str] = (), me
     from ..data.tables import load_tables
     from ..environment import pick_device
     from ..models.checkpoints import load_model
-    from .stored import list_maps, load_maps, model_input_size
+    from .stored import load_maps, model_input_size, select_maps
 
-    listing = list_maps(run)
-    if models:
-        listing = listing[listing["model"].isin(models)]
-    if methods:
-        listing = listing[listing["method"].isin(methods)]
-    if listing.empty:
-        raise ValueError(f"no stored maps in {run.maps} for models={list(models)} methods={list(methods)}: "
-                         "run notebook 03 first")
+    listing = select_maps(run, models, methods)
     images, dev = load_tables(run).images, pick_device(device)
     kw = dict(steps=steps, batch_size=batch_size, device=dev, deletion_baseline=deletion_baseline, road=road,
               road_percentiles=road_percentiles, seed=seed)

@@ -42,7 +42,7 @@ from ..models.outputs import TRAIN_STAGE, StaleArtifactError
 from ..storage import CorruptFileError, clean_stale_temps, json_text, load_arrays, save_arrays, sha256_of
 
 __all__ = ["MapSet", "map_file", "save_maps", "read_maps", "load_maps", "list_maps", "compute_maps",
-           "map_parameters", "resize_maps", "checkpoint_sha256", "model_input_size", "require_trained",
+           "map_parameters", "select_maps", "resize_maps", "checkpoint_sha256", "model_input_size", "require_trained",
            "require_maps", "MAPS_STAGE"]
 
 MAPS_STAGE = "03_gradcam_gallery"  # the notebook that computes and stores the maps
@@ -278,6 +278,23 @@ def _ids_digest(image_ids: np.ndarray) -> str:
     import hashlib
 
     return hashlib.sha256("\n".join(map(str, image_ids)).encode()).hexdigest()
+
+
+def select_maps(run: RunPaths, models: Sequence[str] = (), methods: Sequence[str] = ()) -> pd.DataFrame:
+    """The :func:`list_maps` rows of ``models`` and ``methods`` (empty: all).
+
+    Raises:
+        ValueError: nothing stored matches; the message lists what is stored.
+    """
+    listing = list_maps(run)
+    if models:
+        listing = listing[listing["model"].isin(models)]
+    if methods:
+        listing = listing[listing["method"].isin(methods)]
+    if listing.empty:
+        raise ValueError(f"no stored maps in {run.maps} for models={list(models)} methods={list(methods)}: "
+                         f"run notebook 03 first; stored: {list_maps(run)[['model', 'method']].values.tolist()}")
+    return listing
 
 
 def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Sequence[str] = "test",

@@ -182,17 +182,10 @@ def score_run(run, split: str = "test", models: Sequence[str] = (), methods: Seq
     from tqdm.auto import tqdm
 
     from ..data.tables import load_tables
-    from ..explain.stored import list_maps, load_maps
+    from ..explain.stored import load_maps, select_maps
 
     tables = load_tables(run)
-    listing = list_maps(run)
-    if models:
-        listing = listing[listing["model"].isin(models)]
-    if methods:
-        listing = listing[listing["method"].isin(methods)]
-    if listing.empty:
-        raise ValueError(f"no stored maps in {run.maps} for models={list(models)} methods={list(methods)}: "
-                         f"run notebook 03 first; stored: {list_maps(run)[['model', 'method']].values.tolist()}")
+    listing = select_maps(run, models, methods)
     split_of = tables.images.set_index("image_id")["split"]
     rows, per_image, gts, model_probs = [], [], {}, {}
     for model, method in tqdm(listing[["model", "method"]].values.tolist(), desc="scoring maps", disable=not progress):
