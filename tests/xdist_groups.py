@@ -14,3 +14,6 @@ def pytest_collection_modifyitems(config, items):
             from _pytest.nodeid import coerce_node_id  # pytest >= 9; before, nodeid *is* _nodeid
 
             item._id = coerce_node_id(suffixed)
+    # Whole pipeline runs first (stable sort: the shuffled order stays within each class), so that
+    # the workers' last minutes hold short tests instead of a two-minute run started late.
+    items.sort(key=lambda item: not (item.get_closest_marker("real_layout") or item.get_closest_marker("notebooks")))
