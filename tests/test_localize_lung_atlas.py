@@ -49,3 +49,65 @@ def test_real_atlas_is_a_two_lung_probability_map(atlas):
     left, middle, right = atlas[a // 4:3 * a // 4, a // 5], atlas[a // 4:3 * a // 4, a // 2], atlas[a // 4:3 * a // 4, 4 * a // 5]
     assert left.mean() > 0.8 and right.mean() > 0.8 and middle.mean() < 0.3
     assert LA.lung_atlas() is atlas  # computed once per process
+
+
+def _few_masks() -> frozenset[str]:
+    """Exclude all but 12 of the real zip's masks: a real atlas that builds in a fraction of a second."""
+    from pneumoloc.data.xrv_assets import lung_mask_names
+
+    return frozenset(n.rsplit("/", 1)[-1] for n in lung_mask_names()[12:])
+
+
+def test_cached_atlas_equals_the_freshly_built_one(tmp_path, monkeypatch):
+    exclude = _few_masks()
+    fresh = LA.build_lung_atlas(exclude)
+    first = LA.lung_atlas(exclude, cache_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [LA.atlas_cache_file(exclude, tmp_path).name]  # no temp left
+    LA.lung_atlas.cache_clear()  # a new process: only the disk cache remains
+    monkeypatch.setattr(LA, "build_lung_atlas", lambda *a: pytest.fail("rebuilt although the cache was valid"))
+    loaded = LA.lung_atlas(exclude, cache_dir=tmp_path)
+    np.testing.assert_array_equal(loaded, fresh)  # stored bit for bit
+    np.testing.assert_array_equal(first, fresh)
+    assert loaded.dtype == np.float32 and not loaded.flags.writeable
+
+
+def _flip_middle_byte(b: bytes) -> bytes:
+    return b[:len(b) // 2] + bytes([b[len(b) // 2] ^ 0xFF]) + b[len(b) // 2 + 1:]
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:len(b) // 2], lambda b: b"not an atlas", _flip_middle_byte],
+                         ids=["truncated", "foreign", "flipped_byte"])
+def test_a_corrupt_atlas_cache_file_is_rebuilt(tmp_path, damage):
+    exclude = _few_masks()
+    path = LA.atlas_cache_file(exclude, tmp_path)
+    LA.lung_atlas(exclude, cache_dir=tmp_path)
+    good = path.read_bytes()
+    path.write_bytes(damage(good))
+    assert LA._read_cached(path) is None
+    LA.lung_atlas.cache_clear()
+    np.testing.assert_array_equal(LA.lung_atlas(exclude, cache_dir=tmp_path), LA.build_lung_atlas(exclude))
+    assert path.read_bytes() == good  # the damaged file was replaced by the rebuilt atlas
+
+
+def test_the_atlas_cache_file_is_keyed_by_what_the_atlas_depends_on(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    base = LA.atlas_cache_file(frozenset(), tmp_path)
+    assert base == LA.atlas_cache_file(frozenset(), tmp_path) and base.parent == tmp_path
+    assert LA.atlas_cache_file(frozenset({"a.png"}), tmp_path) != base
+    assert LA.atlas_cache_file().parent == LA.ATLAS_CACHE_DIR
+    monkeypatch.setattr(LA, "ATLAS_SIZE", LA.ATLAS_SIZE * 2)
+    assert LA.atlas_cache_file(frozenset(), tmp_path) != base
+    monkeypatch.undo()
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "0.0.0" if name == "torchxrayvision" else real(name))
+    assert LA.atlas_cache_file(frozenset(), tmp_path) != base
+
+
+def test_an_unwritable_atlas_cache_warns_and_still_returns_the_atlas(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the cache folder should be: mkdir fails
+    exclude = _few_masks()
+    with pytest.warns(UserWarning, match="lung atlas not cached"):
+        got = LA.lung_atlas(exclude, cache_dir=blocker / "atlas")
+    np.testing.assert_array_equal(got, LA.build_lung_atlas(exclude))

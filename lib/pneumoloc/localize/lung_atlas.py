@@ -6,6 +6,13 @@ cropped to the bounding box of its two lungs and resized to ``ATLAS_SIZE`` squar
 probability that a point at a given position relative to the lungs' bounding box is lung
 (a probabilistic atlas as in Candemir et al., IEEE TMI 2014, without their non-rigid
 registration). Masks are read and filtered by :mod:`pneumoloc.data.xrv_assets`, as for the phantom.
+Decoding the 517 PNGs takes seconds, and every notebook 04 and 05 of a run without dataset
+masks needs the atlas, so it is stored once per machine under :data:`ATLAS_CACHE_DIR`, in a
+file named by what it depends on (torchxrayvision version and zip size, ``ATLAS_SIZE``,
+the excluded masks, the source of the functions that compute it): another version or
+changed code gives another file, never a stale atlas. The file is written atomically
+with its SHA-256 (:func:`pneumoloc.storage.save_arrays`); a truncated or corrupt one is
+rebuilt and replaced.
 
 :func:`fit_atlas` places the atlas on an image by searching the bounding box (centre, top,
 width, height) that best explains the image's dark pixels as lungs (template matching by
@@ -13,13 +20,26 @@ coordinate search); :mod:`pneumoloc.localize.lung_sources` fuses the placed atla
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+import os
+import sys
+import warnings
+import zipfile
 from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ATLAS_SIZE", "lung_atlas", "place_atlas", "fit_atlas", "body_mask", "atlas_lung_mask"]
+from ..environment import PROJECT_ROOT
+from ..storage import CorruptFileError, load_arrays, save_arrays
+
+__all__ = ["ATLAS_SIZE", "ATLAS_CACHE_DIR", "lung_atlas", "build_lung_atlas", "atlas_cache_file", "place_atlas",
+           "fit_atlas", "body_mask", "atlas_lung_mask"]
 
 ATLAS_SIZE = 64  # atlas side in pixels (the mean shape is smooth: more adds nothing)
+ATLAS_CACHE_DIR = PROJECT_ROOT / ".cache" / "lung_atlas"  # git-ignored (.gitignore: .cache/)
 _FIT_SIZE = 64  # the box search runs on the image squashed to this side (cheap, smooth score)
 _CONFIDENT = 0.6  # atlas prior above which a pixel is lung whatever its intensity
 
@@ -32,15 +52,11 @@ def _atlas_member(crop: np.ndarray) -> np.ndarray:
     return np.asarray(small, np.float32) / 255
 
 
-@lru_cache(maxsize=4)
-def lung_atlas(exclude: frozenset[str] = frozenset()) -> np.ndarray:
-    """float32 ``[ATLAS_SIZE, ATLAS_SIZE]`` mean lung mask in lung-bounding-box coordinates.
+def build_lung_atlas(exclude: frozenset[str] = frozenset()) -> np.ndarray:
+    """float32 ``[ATLAS_SIZE, ATLAS_SIZE]`` mean lung mask, computed from the zip (no cache).
 
     Args:
-        exclude: base names of zip members to leave out (the bench leaves out the masks the
-            evaluated phantom images were drawn from, so the prior never saw its test shapes).
-
-    Computed once per process and ``exclude`` (~5 s: decoding 517 PNGs dominates).
+        exclude: base names of zip members to leave out.
     """
     from ..data.xrv_assets import LUNG_ZIP, load_lung_mask, lung_mask_names, torchxrayvision_data
 
@@ -49,7 +65,60 @@ def lung_atlas(exclude: frozenset[str] = frozenset()) -> np.ndarray:
     members = [_atlas_member(c) for c in crops if c is not None]
     if not members:
         raise RuntimeError(f"no usable lung mask in {torchxrayvision_data() / LUNG_ZIP}")
-    atlas = np.mean(members, axis=0, dtype=np.float32)
+    return np.mean(members, axis=0, dtype=np.float32)
+
+
+def atlas_cache_file(exclude: frozenset[str] = frozenset(), folder: str | os.PathLike | None = None) -> Path:
+    """The cache file of the atlas for ``exclude``, named by a SHA-256 of everything it depends on.
+
+    The key holds the torchxrayvision version and the byte size of its lung zip, ``ATLAS_SIZE``,
+    the sorted excluded names, and the source code of this module and of the functions that
+    read and filter the masks, so an edit to any of them gives another file rather than a
+    stale atlas.
+    """
+    from ..data import xrv_assets
+
+    parts = [metadata.version("torchxrayvision"), str(xrv_assets.xrv_data_file(xrv_assets.LUNG_ZIP).stat().st_size),
+             str(ATLAS_SIZE), str(xrv_assets._CROP_MAX), *sorted(exclude)]
+    parts += [inspect.getsource(code) for code in (sys.modules[__name__], xrv_assets.load_lung_mask,
+                                                   xrv_assets._is_degenerate)]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
+    return Path(folder if folder is not None else ATLAS_CACHE_DIR) / f"atlas_{key}.npz"
+
+
+def _read_cached(path: Path) -> np.ndarray | None:
+    """The atlas stored at ``path``, or None when it is absent, corrupt or not an atlas."""
+    try:
+        atlas = load_arrays(path)["atlas"]
+    except (FileNotFoundError, CorruptFileError, KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return None
+    ok = atlas.shape == (ATLAS_SIZE, ATLAS_SIZE) and atlas.dtype == np.float32 and np.isfinite(atlas).all()
+    return atlas if ok else None
+
+
+@lru_cache(maxsize=4)
+def lung_atlas(exclude: frozenset[str] = frozenset(), cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """float32 ``[ATLAS_SIZE, ATLAS_SIZE]`` mean lung mask in lung-bounding-box coordinates.
+
+    Read from :func:`atlas_cache_file` when it holds a valid atlas, else built
+    (:func:`build_lung_atlas`, seconds: decoding 517 PNGs dominates) and stored there; an
+    unwritable cache folder only costs the rebuild next time (a warning says so). Kept per
+    process and arguments.
+
+    Args:
+        exclude: base names of zip members to leave out (the bench leaves out the masks the
+            evaluated phantom images were drawn from, so the prior never saw its test shapes).
+        cache_dir: folder of the cache files (default :data:`ATLAS_CACHE_DIR`).
+    """
+    path = atlas_cache_file(exclude, cache_dir)
+    atlas = _read_cached(path)
+    if atlas is None:
+        atlas = build_lung_atlas(exclude)
+        try:
+            save_arrays(path, atlas=atlas)
+        except OSError as e:
+            warnings.warn(f"lung atlas not cached ({e}); make {path.parent} writable to skip the rebuild",
+                          stacklevel=2)
     atlas.flags.writeable = False  # shared by the cache
     return atlas
 
