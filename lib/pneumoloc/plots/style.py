@@ -22,8 +22,15 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["METHOD_NAMES", "MODEL_NAMES", "CHANCE_STYLE", "model_order", "model_label", "model_color",
+__all__ = ["COLUMN_IN", "TWO_COLUMN_IN", "MAX_HEIGHT_IN", "MIN_FONT_PT", "METHOD_NAMES", "MODEL_NAMES", "CHANCE_STYLE", "model_order", "model_label", "model_color",
            "method_label", "method_order", "method_color", "variant_marker", "chance_label", "METHOD_COLORS"]
+
+# Paper sizes (two-column layout, e.g. IEEE/Elsevier): one column and the full text width in inches,
+# the tallest figure that leaves room for its caption, and the smallest legible printed font.
+COLUMN_IN = 3.5
+TWO_COLUMN_IN = 7.16
+MAX_HEIGHT_IN = 9.0
+MIN_FONT_PT = 6.0
 
 # Registered map methods (pneumoloc.explain.cams.METHODS) as their papers name them.
 METHOD_NAMES = {

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..evaluate.bootstrap import patient_resamples, percentile_interval
 from ..evaluate.classification import average_precision, binary_metrics, pr_curve, roc_auc, roc_curve
+from .style import COLUMN_IN, model_label
 
 __all__ = ["learning_curves", "roc_figure", "pr_figure", "confusion_figure", "finding_auroc_figure",
            "curve_band"]
@@ -29,24 +30,30 @@ def _plt():
 
 
 def learning_curves(history: pd.DataFrame, title: str = "") -> "object":
-    """Train/val loss, validation ROC-AUC and learning rate per epoch."""
+    """One column wide: train/validation loss above, validation ROC-AUC with the learning rate
+    (right axis) below, sharing the epoch axis."""
     plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax1.plot(history["epoch"], history["train_loss"], "o-", label="train")
-    ax1.plot(history["epoch"], history["val_loss"], "s-", label="validation")
-    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax1.legend(frameon=False)
-    ax2.plot(history["epoch"], history["val_roc_auc"], "o-", color="C2", label="val ROC-AUC")
-    ax2.set(xlabel="epoch", ylabel="validation ROC-AUC", title="validation ROC-AUC")
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(COLUMN_IN, 3.6), sharex=True, layout="constrained")
+    ax1.plot(history["epoch"], history["train_loss"], "o-", ms=3, label="train")
+    ax1.plot(history["epoch"], history["val_loss"], "s-", ms=3, label="validation")
+    ax1.set_ylabel("loss", fontsize=8)
+    ax1.legend(frameon=False, fontsize=7)
+    ax2.plot(history["epoch"], history["val_roc_auc"], "o-", ms=3, color="C2", label="validation ROC-AUC")
+    ax2.set_xlabel("epoch", fontsize=8)
+    ax2.set_ylabel("validation ROC-AUC", fontsize=8)
     best = history["val_roc_auc"].idxmax() if history["val_roc_auc"].notna().any() else None
     if best is not None:
         ax2.axvline(history.loc[best, "epoch"], color="grey", ls=":", label="best epoch")
     lr = ax2.twinx()
     lr.plot(history["epoch"], history["lr"], color="C3", alpha=0.5, label="learning rate")
-    lr.set_ylabel("learning rate")
-    ax2.legend(frameon=False, loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
+    lr.set_ylabel("learning rate", fontsize=8)
+    lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    lr.yaxis.get_offset_text().set_fontsize(7)
+    handles = ax2.get_legend_handles_labels()[0] + lr.get_legend_handles_labels()[0]
+    ax2.legend(handles=handles, frameon=False, loc="best", fontsize=7)
+    for ax in (ax1, ax2, lr):
+        ax.tick_params(labelsize=7)
+    fig.suptitle(model_label(title), fontsize=9)
     return fig
 
 
@@ -77,7 +84,7 @@ def curve_band(y, p, groups: Sequence, kind: str = "roc", n_boot: int = 200, see
 
 def _curve_figure(kind: str, curves: dict[str, pd.DataFrame], n_boot: int, seed: int, title: str):
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 3.3), layout="constrained")
     for i, (name, df) in enumerate(curves.items()):
         y, p, g = df["label"].to_numpy(float), df["prob"].to_numpy(float), df["patient_id"].to_numpy()
         if kind == "roc":
@@ -94,9 +101,11 @@ def _curve_figure(kind: str, curves: dict[str, pd.DataFrame], n_boot: int, seed:
         ax.set(xlabel="false-positive rate (1 - specificity)", ylabel="true-positive rate (sensitivity)")
     else:
         ax.set(xlabel="recall (sensitivity)", ylabel="precision")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), title=title)
-    ax.legend(frameon=False, loc="lower right" if kind == "roc" else "lower left", fontsize=8)
-    fig.tight_layout()
+    ax.set(xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title(title, fontsize=9)
+    ax.xaxis.label.set_fontsize(8), ax.yaxis.label.set_fontsize(8)
+    ax.tick_params(labelsize=7)
+    ax.legend(frameon=False, loc="lower right" if kind == "roc" else "lower left", fontsize=7)
     return fig
 
 
@@ -117,14 +126,15 @@ def confusion_figure(y, p, threshold: float, title: str = "", labels: tuple[str,
     m = binary_metrics(y, p, threshold)
     cm = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
     share = cm / cm.sum(1, keepdims=True).clip(min=1)
-    fig, ax = plt.subplots(figsize=(3.6, 3.3))
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.8), layout="constrained")
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), c in np.ndenumerate(cm):
-        ax.text(j, i, f"{c}\n{share[i, j]:.0%}", ha="center", va="center",
+        ax.text(j, i, f"{c}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=8,
                 color="white" if share[i, j] > 0.5 else "black")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=labels, yticklabels=labels,
-           xlabel="predicted", ylabel="true", title=title or f"threshold {threshold:.3f}")
-    fig.tight_layout()
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=labels, yticklabels=labels)
+    ax.set_xlabel("predicted", fontsize=8), ax.set_ylabel("true", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(title or f"threshold {threshold:.3f}", fontsize=8, wrap=True)
     return fig
 
 
@@ -134,10 +144,12 @@ def finding_auroc_figure(per_finding: dict[str, dict], title: str = "per-finding
     names = sorted(per_finding, key=lambda f: np.nan_to_num(per_finding[f]["roc_auc"]))
     auc = np.array([per_finding[f]["roc_auc"] for f in names], float)
     ci = np.array([per_finding[f]["roc_auc_ci95"] for f in names], float).reshape(-1, 2)
-    fig, ax = plt.subplots(figsize=(5, 0.3 * len(names) + 1.2))
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 0.2 * len(names) + 1.0), layout="constrained")
     err = np.abs(np.vstack([auc - ci[:, 0], ci[:, 1] - auc]))
     ax.barh(names, auc, xerr=np.nan_to_num(err), color="C0", alpha=0.8, capsize=2)
     ax.axvline(0.5, color="grey", ls=":")
-    ax.set(xlim=(0, 1), xlabel="ROC-AUC (95% CI by patient)", title=title)
-    fig.tight_layout()
+    ax.set(xlim=(0, 1))
+    ax.set_xlabel("ROC-AUC (95% CI by patient)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
     return fig
