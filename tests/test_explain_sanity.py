@@ -96,3 +96,35 @@ def test_model_independent_method_is_flagged_and_gradcam_is_not(monkeypatch):
     assert not bool(summary.loc["gradcam", "flagged"])
     assert summary.loc["gradcam", "final_spearman"] < 0.5
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items()), "caller's model intact"
+
+
+def test_sanity_subset_empty_means_every_backbone_in_run_order():
+    assert sanity.sanity_subset(["resnet18", "vit_b_16", "mobilenet_v2"], []) == ["resnet18", "vit_b_16", "mobilenet_v2"]
+
+
+def test_sanity_subset_keeps_the_run_order_of_the_chosen_backbones():
+    run = ["resnet18", "mobilenet_v3", "mobilenet_v2", "vit_b_16"]
+    assert sanity.sanity_subset(run, ["vit_b_16", "resnet18"]) == ["resnet18", "vit_b_16"]
+
+
+def test_sanity_subset_names_the_parameter_and_the_fix_for_an_unknown_backbone():
+    with pytest.raises(ValueError, match=r"sanity_backbones.*'resnet34'.*resnet18, vit_b_16.*\[\]"):
+        sanity.sanity_subset(["resnet18", "vit_b_16"], ["resnet18", "resnet34"])
+
+
+def test_notebook_03_declares_the_sanity_subset_and_its_sanity_cell_uses_it():
+    """The parameter exists with the default 'every backbone', the subset is validated before any map
+    is computed (the parameter-check cell) and the sanity cell runs on it."""
+    import json
+
+    from pneumoloc.environment import NOTEBOOKS_DIR
+    from pneumoloc.runs.params import declared_parameters
+
+    declared = declared_parameters("03_gradcam_gallery")
+    assert declared["sanity_backbones"].default == []
+    cells = ["".join(c["source"]) for c in json.loads((NOTEBOOKS_DIR / "03_gradcam_gallery.ipynb").read_text())["cells"]
+             if c["cell_type"] == "code"]
+    check = next(i for i, s in enumerate(cells) if "check_parameters(" in s)
+    run = next(i for i, s in enumerate(cells) if "run_sanity(" in s)
+    assert "sanity_subset(backbones, sanity_backbones)" in cells[check]
+    assert "sanity.run_sanity(run, images, sanity_models," in cells[run]

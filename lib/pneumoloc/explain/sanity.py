@@ -20,7 +20,7 @@ from .cams import explain
 from .explainable import Explainable, prepare_model
 
 __all__ = ["CascadeGroup", "cascade_groups", "reinitialize", "map_similarity", "cascading_randomization",
-           "run_sanity", "sanity_table", "sanity_summary", "plot_sanity"]
+           "sanity_subset", "run_sanity", "sanity_table", "sanity_summary", "plot_sanity"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,24 @@ def sanity_table(models: dict[str, nn.Module], x: torch.Tensor, methods: list[st
         parts.append(cascading_randomization(model, x, method, **kwargs).assign(backbone=name, method=method))
     cols = ["backbone", "method", "step", "layer", "spearman", "ssim", "n"]
     return pd.concat(parts, ignore_index=True)[cols]
+
+
+def sanity_subset(backbones: list[str], chosen: list[str]) -> list[str]:
+    """The backbones of the randomization test: ``chosen`` in the order of ``backbones``, or all
+    of them when ``chosen`` is empty.
+
+    The test asks each model the same question (do its maps depend on its learned weights?), so a
+    subset spanning the architecture families (residual, depthwise-separable, transformer) answers
+    it for the run at a fraction of the cost.
+
+    Raises:
+        ValueError: ``chosen`` names a backbone that is not in ``backbones``.
+    """
+    unknown = [b for b in chosen if b not in backbones]
+    if unknown:
+        raise ValueError(f"sanity_backbones: {', '.join(map(repr, unknown))} not among the run's backbones "
+                         f"({', '.join(backbones)}); choose from them, or pass [] to test every backbone")
+    return [b for b in backbones if b in chosen] if chosen else list(backbones)
 
 
 def run_sanity(run, images: pd.DataFrame, backbones: list[str], methods: list[str], *, target: str = "pneumonia",
