@@ -14,6 +14,11 @@ setting (pyproject.toml); the benches import it from their own folder.
 * :func:`deletion_insertion_loop`: RISE's causal metric as its authors' code runs it, one image
   and one step at a time, the insertion substrate blurred by OpenCV; the library's
   :func:`pneumoloc.explain.faithfulness.perturbation_curves` batches images and steps.
+* :func:`patient_resamples_loop`: the cluster bootstrap's index arrays built one resample and one
+  drawn patient at a time; :func:`pneumoloc.evaluate.bootstrap.patient_resamples` builds all of
+  them from one gather and must return the same arrays.
+* :func:`boxes_by_image_groupby`: each image's boxes sliced from the table group by group;
+  :func:`pneumoloc.localize.metrics.boxes_by_image` converts the table once.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import numpy as np
 
 from pneumoloc.localize.arrays import as_maps
 
-__all__ = ["cam_to_boxes", "otsu_lung_mask", "deletion_insertion_loop"]
+__all__ = ["cam_to_boxes", "otsu_lung_mask", "deletion_insertion_loop", "patient_resamples_loop",
+           "boxes_by_image_groupby"]
 
 
 def cam_to_boxes(maps, thresholds, widths: Sequence[float] | None = None,
@@ -163,3 +169,26 @@ def deletion_insertion_loop(prob, images: np.ndarray, orders: np.ndarray, steps:
     for name in ("deletion", "insertion"):
         out[f"{name}_auc"] = np.trapezoid(out[name], x, axis=1)
     return out
+
+
+def patient_resamples_loop(groups, n_boot: int = 1000, seed: int = 0) -> list[np.ndarray]:
+    """Row indices of ``n_boot`` resamples drawing whole groups with replacement: per resample one
+    ``integers(0, G, G)`` draw, then each drawn group's rows (in row order) concatenated."""
+    groups = np.asarray(groups)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=len(uniq))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        drawn = rng.integers(0, len(uniq), len(uniq))
+        out.append(np.concatenate([order[starts[g]:starts[g] + counts[g]] for g in drawn]))
+    return out
+
+
+def boxes_by_image_groupby(boxes, image_ids) -> list[np.ndarray]:
+    """Row-aligned ``[k, 4]`` arrays of ``x, y, w, h``, each group's columns converted on its own."""
+    groups = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in boxes.groupby("image_id")}
+    empty = np.zeros((0, 4))
+    return [groups.get(str(i), empty) for i in image_ids]

@@ -38,3 +38,19 @@ def test_undefined_resamples_are_dropped_and_counted():
 
     est = bootstrap_ci(stat, y, groups=groups, n_boot=50, seed=0)
     assert est.n_boot + est.dropped == 50 and est.dropped > 0
+
+
+@pytest.mark.parametrize("n_groups,n_rows,n_boot,seed", [(1, 1, 5, 0), (3, 4, 0, 0), (2, 7, 50, 3), (37, 120, 200, 1),
+                                                          (120, 120, 30, 9)])
+def test_resamples_equal_the_one_patient_at_a_time_reference(n_groups, n_rows, n_boot, seed):
+    """Same seed, same stream, same index arrays (values, order and dtype) as the loop that
+    concatenates each drawn patient's rows; patients of unequal sizes, rows shuffled."""
+    from references import patient_resamples_loop
+
+    rng = np.random.default_rng(seed + 100)
+    groups = np.concatenate([np.arange(n_groups), rng.integers(0, n_groups, n_rows - n_groups)]).astype(str)
+    rng.shuffle(groups)
+    fast, ref = patient_resamples(groups, n_boot, seed), patient_resamples_loop(groups, n_boot, seed)
+    assert len(fast) == len(ref) == n_boot
+    for a, b in zip(fast, ref):
+        assert a.dtype == b.dtype and np.array_equal(a, b)

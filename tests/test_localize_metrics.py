@@ -211,3 +211,18 @@ def test_nonfinite_map_is_no_detection_like_a_zero_map():
     clean, finite = L.finite_maps(maps)
     assert finite.tolist() == [True, True, False, False, False, False]
     assert np.array_equal(clean, zeroed) and clean.dtype == maps.dtype
+
+
+def test_boxes_by_image_equals_the_group_by_group_reference():
+    """Images with several boxes (rows interleaved), one box, none, and ids absent from the table."""
+    import pandas as pd
+    from references import boxes_by_image_groupby
+
+    rng = np.random.default_rng(0)
+    ids = rng.choice([f"img{i}" for i in range(30)], 90)
+    boxes = pd.DataFrame({"image_id": ids, **{c: rng.random(90) * 200 for c in "xywh"}})
+    query = [f"img{i}" for i in range(35)][::-1]
+    fast, ref = L.boxes_by_image(boxes, query), boxes_by_image_groupby(boxes, query)
+    assert len(fast) == len(ref) == len(query)
+    for a, b in zip(fast, ref):
+        assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)

@@ -48,17 +48,19 @@ def patient_resamples(groups: Sequence, n_boot: int = 1000, seed: int = 0) -> li
         ``n_boot`` integer arrays of row indices.
     """
     groups = np.asarray(groups)
+    if groups.size == 0:
+        raise ValueError("patient_resamples: groups is empty; a bootstrap needs at least one row")
     uniq, inverse = np.unique(groups, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     counts = np.bincount(inverse, minlength=len(uniq))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_boot):
-        drawn = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([order[starts[g]:starts[g] + counts[g]] for g in drawn])
-        out.append(idx)
-    return out
+    # one draw of n_boot x G patients is the same stream as n_boot draws of G (the generator
+    # keeps its own 32-bit buffer); each resample lists its drawn patients' rows in draw order
+    drawn = np.random.default_rng(seed).integers(0, len(uniq), (n_boot, len(uniq)))
+    lengths = counts[drawn].ravel()
+    first = np.cumsum(lengths) - lengths  # where each drawn patient's rows begin in the flat output
+    pos = np.repeat(starts[drawn].ravel() - first, lengths) + np.arange(lengths.sum())
+    return np.split(order[pos], np.cumsum(counts[drawn].sum(axis=1))[:-1]) if n_boot else []
 
 
 def percentile_interval(values, level: float = 0.95, axis: int | None = None):

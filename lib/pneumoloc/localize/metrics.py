@@ -132,7 +132,8 @@ def _row_dot(m: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def boxes_by_image(boxes: pd.DataFrame, image_ids: Sequence[str]) -> list[np.ndarray]:
     """Row-aligned ``[k, 4]`` arrays of ``x, y, w, h`` (original pixels); ``k = 0`` for no box."""
-    groups = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in boxes.groupby("image_id")}
+    xywh = boxes[["x", "y", "w", "h"]].to_numpy(float)  # converted once, then sliced per image
+    groups = {k: xywh[rows] for k, rows in boxes.groupby("image_id").indices.items()}
     empty = np.zeros((0, 4))
     return [groups.get(str(i), empty) for i in image_ids]
 
