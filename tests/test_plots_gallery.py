@@ -53,7 +53,7 @@ def test_gallery_figure_has_a_panel_per_case_and_column(run):
     fig = G.gallery_figure(cases, columns, data, contour=0.5)
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert len(panels) == len(cases) * 2
-    assert panels[0].get_title().startswith("gradcam\n" + cases["outcome"].iloc[0])
+    assert panels[0].get_title().startswith("Grad-CAM\n" + cases["outcome"].iloc[0])
     first = cases.iloc[0]
     assert f"p={first['prob']:.2f}" in panels[0].get_title()
     heat = panels[1].images[1].get_array()

@@ -148,31 +148,51 @@ def localization_vs_auc(metrics: pd.DataFrame, aucs: pd.Series, metric: str = "e
     return fig
 
 
+def _shown_failures(rows: pd.DataFrame, max_panels: int) -> np.ndarray:
+    """Row positions shown: the worst case of every model x method first (table order), then each
+    one's second worst, and so on, until ``max_panels``; in table order."""
+    rank = rows.groupby(["model", "method"], sort=False).cumcount().to_numpy()
+    order = np.lexsort((np.arange(len(rows)), rank))
+    return np.sort(order[:max_panels])
+
+
 def failure_gallery(rows: pd.DataFrame, images: np.ndarray, maps: np.ndarray, box_masks: np.ndarray,
-                    lungs: np.ndarray | None = None, metric: str = "energy", cols: int = 4):
-    """Worst-localized true positives: each image with its map, the box union (green outline)
-    and the lung mask (white outline); ``rows`` from :func:`worst_localized`, arrays row-aligned
-    with it (images ``[n, S, S]``, maps/masks ``[n, M, M]``)."""
+                    lungs: np.ndarray | None = None, metric: str = "energy", cols: int = 5, max_panels: int = 25):
+    """Worst-localized true positives, at most the text width and 9 in tall: each image with its
+    map, the box union (green outline), the lung mask (white outline) and the map's peak (+);
+    ``rows`` from :func:`worst_localized`, arrays row-aligned with it (images ``[n, S, S]``,
+    maps/masks ``[n, M, M]``). At most ``max_panels`` cases, the worst of every model x method
+    first; the title says how many of how many are shown."""
     import matplotlib.pyplot as plt
+
+    from .style import MAX_HEIGHT_IN, TWO_COLUMN_IN, method_label, model_label
 
     n = len(rows)
     if n == 0:
         raise ValueError("no worst-localized true positives to show")
-    r_ = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(r_, cols, figsize=(2.6 * cols, 2.8 * r_), squeeze=False)
+    shown = _shown_failures(rows, max_panels)
+    cols = min(cols, len(shown))
+    r_ = int(np.ceil(len(shown) / cols))
+    side = min(TWO_COLUMN_IN / cols, (MAX_HEIGHT_IN - 0.4) / r_ - 0.3, 1.8)
+    fig, axes = plt.subplots(r_, cols, figsize=(side * cols, (side + 0.3) * r_ + 0.4), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (i, row) in zip(axes.ravel(), enumerate(rows.itertuples())):
+    for ax, i in zip(axes.ravel(), shown):
+        row = rows.iloc[i]
         s, m = images[i].shape[-1], maps[i].shape[-1]
         ext = (0, s, s, 0)
-        ax.imshow(images[i], cmap="gray", extent=ext)
-        ax.imshow(maps[i].astype(np.float32), cmap="jet", alpha=0.4, extent=ext, vmin=0, vmax=1)
+        ax.imshow(images[i], cmap="gray", extent=ext, rasterized=True)
+        ax.imshow(maps[i].astype(np.float32), cmap="jet", alpha=0.4, extent=ext, vmin=0, vmax=1, rasterized=True)
         grid = (np.arange(m) + 0.5) * s / m
-        ax.contour(grid, grid, box_masks[i].astype(float), levels=[0.5], colors="lime", linewidths=1)
+        ax.contour(grid, grid, box_masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
         if lungs is not None:
-            ax.contour(grid, grid, lungs[i].astype(float), levels=[0.5], colors="white", linewidths=0.6)
+            ax.contour(grid, grid, lungs[i].astype(float), levels=[0.5], colors="white", linewidths=0.5)
         py, px = np.unravel_index(int(np.argmax(maps[i])), maps[i].shape)
-        ax.plot((px + 0.5) * s / m, (py + 0.5) * s / m, "w+", ms=8)
-        ax.set_title(f"{row.model}/{row.method}\n{row.image_id} {metric}={row.value:.2f} p={row.prob:.2f}", fontsize=7)
-    fig.tight_layout()
+        ax.plot((px + 0.5) * s / m, (py + 0.5) * s / m, "w+", ms=6)
+        ax.set_title(f"{model_label(row['model'])}, {method_label(row['method'])}\n{row['image_id']}\n"
+                     f"{metric_label(metric)} {row['value']:.2f}, p={row['prob']:.2f}", fontsize=6)
+    fig.suptitle(f"Worst-localized true positives by {metric_label(metric)}: {len(shown)} of {n} shown "
+                 "(the worst of each model x method first)" if len(shown) < n else
+                 f"Worst-localized true positives by {metric_label(metric)} ({n})", fontsize=7, wrap=True)
     return fig
