@@ -8,11 +8,12 @@ from pneumoloc.models.backbones import Classifier, _derived_spec, build_model, r
 from pneumoloc.models.kinds import model_from_config
 from pneumoloc.models.specs import BACKBONES, ChannelsFirst, TokensToGrid
 
-SIZE = {"vit_b_16": 32}  # ViT-B/16 at 32 px: a 2×2 patch grid; CNNs at 64 px (2×2 maps at stride 32)
+SIZE = {"vit_b_16": 32, "vit_ti_16": 32}  # ViTs at 32 px: a 2×2 patch grid; CNNs at 64 px (2×2 maps at stride 32)
 # Backbone parameters without classifier, from the published totals (torchvision/timm docs)
 # minus the 1000-class layer; 1-channel stems are slightly smaller, hence the tolerance.
 PUBLISHED_MILLIONS = {"resnet18": 11.18, "resnet50": 23.51, "densenet121": 6.95, "efficientnet_b0": 4.01,
-                      "mobilenet_v2": 2.22, "mobilenet_v3": 4.20, "vit_b_16": 85.8}
+                      "mobilenet_v2": 2.22, "mobilenet_v3": 4.20, "vit_b_16": 85.8,
+                      "vit_ti_16": 5.53}  # DeiT-Ti: 5.72M with its 1000-class head
 
 
 

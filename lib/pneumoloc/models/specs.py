@@ -108,6 +108,11 @@ def _vit_kwargs(image_size: int) -> dict[str, Any]:
     return {"img_size": image_size, "dynamic_img_size": True}
 
 
+# ViT-Ti/16 (DeiT-Ti, Touvron et al. 2021): ViT-B/16's smallest relative (192 wide, 3 heads), for
+# budgets where ViT-B/16 from scratch cannot train (the phantom demo on a CPU).
+register_backbone("vit_ti_16", "vit_tiny_patch16_224", "backbone.blocks.11.norm1", TokensToGrid(1))(_vit_kwargs)
+
+
 def get_spec(name: str) -> BackboneSpec:
     """The registered spec of ``name`` (other timm models: ``build_model(name).spec``)."""
     if name not in BACKBONES:

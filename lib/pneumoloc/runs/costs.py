@@ -51,6 +51,8 @@ BACKBONE_COSTS: dict[str, BackboneCost] = {
     "mobilenet_v2": BackboneCost(0.054, 0.012, 0.012, 1280),
     "mobilenet_v3": BackboneCost(0.069, 0.013, 0.017, 960),
     "vit_b_16": BackboneCost(0.791, 0.249, 0.275, 768),
+    # not measured: ViT-B/16's costs scaled by the FLOP ratio at 224 px (DeiT-Ti 1.3 / ViT-B 17.6 GFLOPs)
+    "vit_ti_16": BackboneCost(0.791 * 1.3 / 17.6, 0.249 * 1.3 / 17.6, 0.275 * 1.3 / 17.6, 192),
 }
 # A Kermany-sized JPEG (1,500 x 1,200) read and squashed to 224 px, on the cache builder's 2 threads
 # (docs/scaling.md); DICOM and 1,024 px PNG are assumed to cost the same.
