@@ -9,6 +9,9 @@ a box table of 1,377 boxes over 1,200 images, queried for 180 validation images)
   boxes      ``pneumoloc.localize.metrics.boxes_by_image`` (the table converted once) against
              ``references.boxes_by_image_groupby`` (each group's columns converted on its own);
              score_run calls it twice per model x method, failure_inputs once per system
+  paired     ``pneumoloc.localize.tables.paired_comparisons`` (common images by one index lookup
+             on numpy arrays) against ``references.paired_comparisons_loc`` (pandas intersection
+             and ``.loc`` per pair), on 7 models x 5 methods x 2 metrics of the 156 images
 
 Prints milliseconds per call (best of ``--repeat`` interleaved runs of CPU time of this process,
 ``time.process_time``: the 2 cores here are shared), the ratio reference / library and a check
@@ -24,10 +27,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from references import boxes_by_image_groupby, patient_resamples_loop
+from references import boxes_by_image_groupby, paired_comparisons_loc, patient_resamples_loop
 
 from pneumoloc.evaluate.bootstrap import patient_resamples
 from pneumoloc.localize.metrics import boxes_by_image
+from pneumoloc.localize.tables import paired_comparisons
 
 
 def best_ms(fn, repeat: int) -> float:
@@ -48,16 +52,35 @@ def demo_shaped_inputs(seed: int = 0):
     return groups, boxes, ids[1000:1180]
 
 
+def demo_shaped_per_image(groups: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """Per-image scores of 7 models x 5 methods x 2 metrics on the images of ``groups``, each
+    system missing a random tenth of them (invalid rows)."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"t{i:03d}" for i in range(len(groups))])
+    parts = []
+    for model in range(7):
+        for method in range(5):
+            for metric in ("hit", "energy"):
+                keep = rng.random(len(ids)) > 0.1
+                parts.append(pd.DataFrame({"model": f"m{model}", "method": f"k{method}", "variant": "maps",
+                                           "metric": metric, "image_id": ids[keep], "patient_id": groups[keep],
+                                           "value": rng.random(keep.sum())}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     groups, boxes, query = demo_shaped_inputs()
+    per_image = demo_shaped_per_image(groups)
     cases = {"resamples": (lambda: patient_resamples(groups, 200, 0), lambda: patient_resamples_loop(groups, 200, 0)),
-             "boxes": (lambda: boxes_by_image(boxes, query), lambda: boxes_by_image_groupby(boxes, query))}
+             "boxes": (lambda: boxes_by_image(boxes, query), lambda: boxes_by_image_groupby(boxes, query)),
+             "paired": (lambda: [paired_comparisons(per_image)], lambda: [paired_comparisons_loc(per_image)])}
     print(f"{'case':<10} {'reference ms':>13} {'library ms':>11} {'ratio':>7}  identical")
     for name, (ours, ref) in cases.items():
-        same = all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(ours(), ref()))
+        same = all(a.equals(b) if isinstance(a, pd.DataFrame) else np.array_equal(a, b) and a.dtype == b.dtype
+                   for a, b in zip(ours(), ref()))
         t_ours, t_ref = best_ms(ours, args.repeat), best_ms(ref, args.repeat)
         print(f"{name:<10} {t_ref:>13.2f} {t_ours:>11.2f} {t_ref / t_ours:>6.1f}x  {same}")
 

@@ -19,6 +19,9 @@ setting (pyproject.toml); the benches import it from their own folder.
   them from one gather and must return the same arrays.
 * :func:`boxes_by_image_groupby`: each image's boxes sliced from the table group by group;
   :func:`pneumoloc.localize.metrics.boxes_by_image` converts the table once.
+* :func:`paired_comparisons_loc`: every pair's common images found by pandas index intersection
+  and ``.loc``; :func:`pneumoloc.localize.tables.paired_comparisons` aligns numpy arrays and must
+  return the same table (same images, same order, so the same bootstrap sums).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import numpy as np
 from pneumoloc.localize.arrays import as_maps
 
 __all__ = ["cam_to_boxes", "otsu_lung_mask", "deletion_insertion_loop", "patient_resamples_loop",
-           "boxes_by_image_groupby"]
+           "boxes_by_image_groupby", "paired_comparisons_loc"]
 
 
 def cam_to_boxes(maps, thresholds, widths: Sequence[float] | None = None,
@@ -192,3 +195,34 @@ def boxes_by_image_groupby(boxes, image_ids) -> list[np.ndarray]:
     groups = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in boxes.groupby("image_id")}
     empty = np.zeros((0, 4))
     return [groups.get(str(i), empty) for i in image_ids]
+
+
+def paired_comparisons_loc(per_image, n_boot: int = 200, seed: int = 0):
+    """Mean difference a - b with a paired patient-bootstrap CI for every backbone pair of one
+    method and every method pair of one backbone, on the images valid for both (in a's order)."""
+    import pandas as pd
+
+    from pneumoloc.evaluate.bootstrap import paired_bootstrap
+
+    if per_image.empty:
+        return pd.DataFrame()
+    df = per_image[per_image["variant"] == "maps"]
+    systems = df[["model", "method"]].drop_duplicates().values.tolist()
+    pairs = [(a, b) for i, a in enumerate(systems) for b in systems[i + 1:]
+             if (a[0] == b[0]) != (a[1] == b[1])]
+    rows = []
+    for metric, dm in df.groupby("metric"):
+        by = {k: g.set_index("image_id") for k, g in dm.groupby(["model", "method"])}
+        for a, b in pairs:
+            if tuple(a) not in by or tuple(b) not in by:
+                continue
+            ga, gb = by[tuple(a)], by[tuple(b)]
+            common = ga.index.intersection(gb.index)
+            if len(common) < 2:
+                continue
+            est = paired_bootstrap(np.mean, [ga.loc[common, "value"].to_numpy()], [gb.loc[common, "value"].to_numpy()],
+                                   groups=ga.loc[common, "patient_id"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
+            rows.append({"metric": metric, "comparison": "backbone" if a[1] == b[1] else "method",
+                         "model_a": a[0], "method_a": a[1], "model_b": b[0], "method_b": b[1], "n": len(common),
+                         "diff": est.value, "low": est.low, "high": est.high})
+    return pd.DataFrame(rows)

@@ -35,16 +35,18 @@ def paired_comparisons(per_image: pd.DataFrame, n_boot: int = 200, seed: int = 0
              if (a[0] == b[0]) != (a[1] == b[1])]
     rows = []
     for metric, dm in df.groupby("metric"):
-        by = {k: g.set_index("image_id") for k, g in dm.groupby(["model", "method"])}
+        by = {k: (pd.Index(g["image_id"]), g["value"].to_numpy(), g["patient_id"].astype(str).to_numpy())
+              for k, g in dm.groupby(["model", "method"])}
         for a, b in pairs:
             if tuple(a) not in by or tuple(b) not in by:
                 continue
-            ga, gb = by[tuple(a)], by[tuple(b)]
-            common = ga.index.intersection(gb.index)
+            (ids_a, va, pa), (ids_b, vb, _) = by[tuple(a)], by[tuple(b)]
+            in_b = ids_b.get_indexer(ids_a)  # a's images in a's order, and where b holds them
+            common = np.flatnonzero(in_b >= 0)
             if len(common) < 2:
                 continue
-            est = paired_bootstrap(np.mean, [ga.loc[common, "value"].to_numpy()], [gb.loc[common, "value"].to_numpy()],
-                                   groups=ga.loc[common, "patient_id"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
+            est = paired_bootstrap(np.mean, [va[common]], [vb[in_b[common]]], groups=pa[common], n_boot=n_boot,
+                                   seed=seed)
             rows.append({"metric": metric, "comparison": "backbone" if a[1] == b[1] else "method",
                          "model_a": a[0], "method_a": a[1], "model_b": b[0], "method_b": b[1], "n": len(common),
                          "diff": est.value, "low": est.low, "high": est.high})
