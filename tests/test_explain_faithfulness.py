@@ -326,3 +326,40 @@ def test_notebook_04_cells_run_on_a_stored_run(stored_run):
     assert (stored_run.localization / "faithfulness_per_image.csv").exists()
     env.update(faithfulness_n_images=0)
     exec("".join(cell[0]["source"]), env)  # 0 skips without error
+
+
+class CountingRegionMean(RegionMean):
+    """RegionMean that counts the images it is shown."""
+
+    seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("target", ["pneumonia", "predicted"])
+def test_map_independent_copies_go_through_the_model_once_per_image_set(target):
+    """The image, its fully deleted copy and its blurred copy do not depend on the map: given
+    :func:`endpoint_probabilities` of the images, a map's deletion / insertion and ROAD forward
+    only the copies its map decides, and its scores equal the scores computed from scratch."""
+    rng = np.random.default_rng(2)
+    region = rng.random((S, S)) < 0.3
+    model = CountingRegionMean(region).eval()
+    images = (rng.random((3, S, S)) * 255).astype(np.uint8)
+    maps = [rng.random((3, 8, 8), dtype=np.float32) for _ in range(2)]
+    kw = dict(steps=5, batch_size=7, road_percentiles=(30, 70), target=target, seed=1)
+    alone = [F.faithfulness_scores(model, images, m, **kw) for m in maps]
+    model.seen = 0
+    x = torch.from_numpy((images / 255.0 - MEAN) / STD).float()[:, None]
+    ends = F.endpoint_probabilities(model, x, batch_size=7, target=target)
+    assert model.seen == 3 * len(images) + (len(images) if target == "predicted" else 0)
+    model.seen = 0
+    shared = [F.faithfulness_scores(model, images, m, endpoints=ends, **kw) for m in maps]
+    # per map: the interior steps of both curves and both ROAD orders at each percentile
+    assert model.seen == len(maps) * len(images) * (2 * (kw["steps"] - 1) + 2 * len(kw["road_percentiles"]))
+    # RegionMean scores each image alone: a region mean of at most N float32 terms in [0, 1]
+    tol = gamma(N) + 8 * U
+    for a, b in zip(alone, shared):
+        assert list(a.columns) == list(b.columns)
+        assert np.abs(a.to_numpy() - b.to_numpy()).max() <= tol

@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["DELETION_BASELINES", "ROAD_PERCENTILES", "METRICS", "FaithfulnessReport", "gaussian_blur",
-           "removal_ranks", "step_counts", "trapezoid_auc", "target_probability", "perturbation_curves",
+           "removal_ranks", "step_counts", "trapezoid_auc", "target_probability", "endpoint_probabilities",
+           "perturbation_curves",
            "NEIGHBOUR_WEIGHTS", "road_keep_mask", "road_impute", "road_scores", "faithfulness_scores", "random_maps", "summarize_faithfulness", "faithfulness_table", "run_faithfulness"]
 
 DELETION_BASELINES = ("zeros", "blur")  # what a deleted pixel becomes (zeros: in the normalized input)
@@ -146,14 +147,47 @@ def _negate(model, x: torch.Tensor, target, batch_size: int, device) -> torch.Te
     return _forward(model, x, "pneumonia", None, batch_size, device) < 0.5
 
 
+def _substrates(x: torch.Tensor, deletion_baseline: str, blur_kernel: int,
+                blur_sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a deleted pixel becomes and the insertion's starting image (RISE): ``removed, blurred``."""
+    if deletion_baseline not in DELETION_BASELINES:
+        raise ValueError(f"deletion_baseline={deletion_baseline!r}: choose one of {DELETION_BASELINES}")
+    blurred = gaussian_blur(x, blur_kernel, blur_sigma)
+    return (blurred if deletion_baseline == "blur" else torch.zeros_like(x)), blurred
+
+
+def endpoint_probabilities(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 64,
+                           device: str | torch.device = "cpu", target: str | int = "pneumonia",
+                           deletion_baseline: str = "zeros", blur_kernel: int = BLUR_KERNEL,
+                           blur_sigma: float = BLUR_SIGMA) -> dict[str, torch.Tensor]:
+    """P(target) of the copies no map decides, to share between the maps of one model and images.
+
+    Nothing or everything changed is the same copy for every map: deletion starts at the image
+    and ends at the baseline, insertion starts at the blurred image and ends at the image, and
+    ROAD's reference is the image. Arguments as :func:`perturbation_curves`.
+
+    Returns:
+        ``image``, ``deleted``, ``blurred``: float32 ``[B]``; ``negate``: bool ``[B]`` or None
+        (``target="predicted"``: the images scored as ``1 - P``).
+    """
+    x = x.float().cpu()
+    removed, blurred = _substrates(x, deletion_baseline, blur_kernel, blur_sigma)
+    negate = _negate(model, x, target, batch_size, device)
+    three = None if negate is None else negate.repeat(3)
+    p = _forward(model, torch.cat([x, removed, blurred]), target, three, batch_size, device).view(3, len(x))
+    return {"image": p[0], "deleted": p[1], "blurred": p[2], "negate": negate}
+
+
 def perturbation_curves(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, *, steps: int = 16,
                         batch_size: int = 64, device: str | torch.device = "cpu", target: str | int = "pneumonia",
                         deletion_baseline: str = "zeros", blur_kernel: int = BLUR_KERNEL,
-                        blur_sigma: float = BLUR_SIGMA, seed: int = 0) -> dict[str, np.ndarray]:
+                        blur_sigma: float = BLUR_SIGMA, seed: int = 0,
+                        endpoints: dict[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
     """Deletion and insertion curves of P(target), batched over images and steps.
 
-    All ``2 (steps + 1)`` perturbed copies of every image go through the model in chunks of
-    ``batch_size`` (copies are built chunk by chunk, so memory stays at one chunk).
+    The ``2 (steps - 1)`` copies of every image that its map decides go through the model in
+    chunks of ``batch_size`` (built chunk by chunk, so memory stays at one chunk); the first and
+    last step of both curves come from :func:`endpoint_probabilities`.
 
     Args:
         model: classifier in eval mode (on ``device``).
@@ -161,33 +195,39 @@ def perturbation_curves(model: torch.nn.Module, x: torch.Tensor, maps: torch.Ten
         maps: ``[B, S, S]`` in the input frame (higher = more relevant).
         steps: number of equal steps from 0 to all pixels.
         deletion_baseline: ``"zeros"`` (mid-grey in the normalized input) or ``"blur"``.
+        endpoints: :func:`endpoint_probabilities` of ``x`` with the same model, target and
+            substrates (shared by every map of these images); None computes them.
 
     Returns:
         ``fractions [steps + 1]``, ``deletion [B, steps + 1]``, ``insertion [B, steps + 1]``.
     """
-    if deletion_baseline not in DELETION_BASELINES:
-        raise ValueError(f"deletion_baseline={deletion_baseline!r}: choose one of {DELETION_BASELINES}")
     if maps.shape != (x.shape[0], *x.shape[-2:]):
         raise ValueError(f"maps {tuple(maps.shape)} must be [B, S, S] in the input frame of x {tuple(x.shape)}")
     b, n = len(x), x.shape[-2] * x.shape[-1]
     x = x.float().cpu()
-    blurred = gaussian_blur(x, blur_kernel, blur_sigma)
-    removed = blurred if deletion_baseline == "blur" else torch.zeros_like(x)
+    removed, blurred = _substrates(x, deletion_baseline, blur_kernel, blur_sigma)
+    if endpoints is None:
+        endpoints = endpoint_probabilities(model, x, batch_size=batch_size, device=device, target=target,
+                                           deletion_baseline=deletion_baseline, blur_kernel=blur_kernel,
+                                           blur_sigma=blur_sigma)
     ranks = removal_ranks(maps, seed).view(b, 1, *x.shape[-2:])
     counts = torch.from_numpy(step_counts(n, steps))
-    # copy c: mode (0 deletion, 1 insertion), step k, image i; changed pixels: rank < count[k]
-    mode, k, i = (t.reshape(-1) for t in torch.meshgrid(torch.arange(2), torch.arange(steps + 1),
+    # copy c: mode (0 deletion, 1 insertion), interior step k, image i; changed pixels: rank < count[k]
+    mode, k, i = (t.reshape(-1) for t in torch.meshgrid(torch.arange(2), torch.arange(1, steps),
                                                        torch.arange(b), indexing="ij"))
     changed_to = torch.stack([removed, x])  # deletion: a pixel becomes the baseline; insertion: the image
     unchanged = torch.stack([x, blurred])  # deletion starts from the image; insertion from the blur
-    negate = _negate(model, x, target, batch_size, device)
-    probs = []
+    negate = endpoints["negate"]
+    probs = [torch.zeros(0)]
     for a in range(0, len(i), batch_size):
         m, kk, ii = mode[a:a + batch_size], k[a:a + batch_size], i[a:a + batch_size]
         on = ranks[ii] < counts[kk].view(-1, 1, 1, 1)
         copies = torch.where(on, changed_to[m, ii], unchanged[m, ii])
         probs.append(_forward(model, copies, target, None if negate is None else negate[ii], batch_size, device))
-    curves = torch.cat(probs).view(2, steps + 1, b).permute(0, 2, 1).numpy().astype(np.float64)
+    interior = torch.cat(probs).view(2, steps - 1, b)
+    first = torch.stack([endpoints["image"], endpoints["blurred"]])[:, None]  # nothing changed yet
+    last = torch.stack([endpoints["deleted"], endpoints["image"]])[:, None]  # every pixel changed
+    curves = torch.cat([first, interior, last], dim=1).permute(0, 2, 1).numpy().astype(np.float64)
     return {"fractions": counts.numpy() / n, "deletion": curves[0], "insertion": curves[1]}
 
 
@@ -267,7 +307,7 @@ def road_impute(image: torch.Tensor, keep: np.ndarray, noise: float = 0.01) -> t
 def road_scores(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, *,
                 percentiles: Sequence[int] = ROAD_PERCENTILES, batch_size: int = 64,
                 device: str | torch.device = "cpu", target: str | int = "pneumonia", noise: float = 0.01,
-                seed: int = 0) -> dict[str, np.ndarray]:
+                seed: int = 0, endpoints: dict[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
     """ROAD MoRF, LeRF and combined scores per image (Rong et al. 2022).
 
     The imputations (:func:`road_impute`) are made in grad-cam's order (LeRF then MoRF, each
@@ -275,13 +315,17 @@ def road_scores(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, *,
     :func:`torch.random.fork_rng` (the caller's random state is untouched), so the scores equal
     grad-cam's ``ROADCombined`` on the same batch after ``torch.manual_seed(seed)`` up to the
     solver's rounding; all imputed copies go through the model in chunks of ``batch_size``.
+    ``endpoints`` (:func:`endpoint_probabilities` of ``x``) gives P(target) before imputation.
 
     Returns:
         ``road_morf``, ``road_lerf``, ``road_combined``: float64 ``[B]``.
     """
     x, cams = x.float().cpu(), maps.float().cpu()
-    negate = _negate(model, x, target, batch_size, device)
-    before = _forward(model, x, target, negate, batch_size, device)
+    if endpoints is None:
+        negate = _negate(model, x, target, batch_size, device)
+        before = _forward(model, x, target, negate, batch_size, device)
+    else:
+        negate, before = endpoints["negate"], endpoints["image"]
     copies = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -300,7 +344,8 @@ def road_scores(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, *,
 def faithfulness_scores(model: torch.nn.Module, images_uint8: np.ndarray, maps: np.ndarray, *, steps: int = 16,
                         batch_size: int = 64, device: str | torch.device = "cpu", target: str | int = "pneumonia",
                         deletion_baseline: str = "zeros", road: bool = True,
-                        road_percentiles: Sequence[int] = ROAD_PERCENTILES, seed: int = 0) -> pd.DataFrame:
+                        road_percentiles: Sequence[int] = ROAD_PERCENTILES, seed: int = 0,
+                        endpoints: dict[str, torch.Tensor] | None = None) -> pd.DataFrame:
     """Deletion / insertion AUC and ROAD of one model on row-aligned images and maps.
 
     Args:
@@ -315,6 +360,9 @@ def faithfulness_scores(model: torch.nn.Module, images_uint8: np.ndarray, maps: 
         road: also compute ROAD (one sparse solve per image and percentile: the slow part).
         road_percentiles: ROAD percentiles (grad-cam's ROADCombined default).
         seed: tie-breaking of the removal order and ROAD's imputation noise.
+        endpoints: :func:`endpoint_probabilities` of these images (``to_input(images_uint8)``)
+            with the same model, target and deletion baseline, shared by all their maps; None
+            computes them.
 
     Returns:
         One row per image: ``p_original``, ``deletion_auc``, ``insertion_auc`` and, with
@@ -330,14 +378,17 @@ def faithfulness_scores(model: torch.nn.Module, images_uint8: np.ndarray, maps: 
         raise ValueError(f"faithfulness_scores: {len(x)} images but {len(m)} maps (row-aligned)")
     if tuple(m.shape[-2:]) != tuple(size):
         m = F.interpolate(m[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    if endpoints is None:  # the map-independent copies of these images, shared by curves and ROAD
+        endpoints = endpoint_probabilities(model, x, batch_size=batch_size, device=device, target=target,
+                                           deletion_baseline=deletion_baseline)
     curves = perturbation_curves(model, x, m, steps=steps, batch_size=batch_size, device=device, target=target,
-                                 deletion_baseline=deletion_baseline, seed=seed)
+                                 deletion_baseline=deletion_baseline, seed=seed, endpoints=endpoints)
     out = {"p_original": curves["deletion"][:, 0],
            "deletion_auc": trapezoid_auc(curves["deletion"], curves["fractions"]),
            "insertion_auc": trapezoid_auc(curves["insertion"], curves["fractions"])}
     if road:
         out.update(road_scores(model, x, m, percentiles=road_percentiles, batch_size=batch_size, device=device,
-                               target=target, seed=seed))
+                               target=target, seed=seed, endpoints=endpoints))
     return pd.DataFrame(out)
 
 
@@ -449,6 +500,7 @@ def run_faithfulness(run, *, split: str = "test", models: Sequence[str] = (), me
     from ..data.tables import load_tables
     from ..environment import pick_device
     from ..models.checkpoints import load_model
+    from ..training.transforms import to_input
     from .stored import load_maps, model_input_size, select_maps
 
     listing = select_maps(run, models, methods)
@@ -469,17 +521,21 @@ def run_faithfulness(run, *, split: str = "test", models: Sequence[str] = (), me
                            device=str(dev)).to(memory_format=torch.channels_last)  # as explain's models: faster convolutions
         size = int(first.meta.get("input_size") or model_input_size(model))
         pixels = np.array(cached_images(chosen, size, progress=False))
+        x, ends = to_input(pixels.copy()), {}  # map-independent copies: once per target, shared by the maps
         sets[RANDOM_METHOD] = None
         for method, ms in sets.items():
             # the random maps explain what the model's first stored maps explain
             maps = random_maps(len(ids), first.map_size, seed) if ms is None else ms.take(ids)
-            meta = first.meta if ms is None else ms.meta
-            df = faithfulness_scores(model, pixels, maps, target=_map_target(meta), **kw)
+            target = _map_target(first.meta if ms is None else ms.meta)
+            if target not in ends:
+                ends[target] = endpoint_probabilities(model, x, batch_size=batch_size, device=dev, target=target,
+                                                      deletion_baseline=deletion_baseline)
+            df = faithfulness_scores(model, pixels, maps, target=target, endpoints=ends[target], **kw)
             parts.append(df.assign(model=model_name, method=method, image_id=ids,
                                    patient_id=chosen["patient_id"].astype(str).to_numpy(),
                                    label=chosen.get("label", pd.Series(np.nan, index=chosen.index)).to_numpy(),
                                    map_size=first.map_size, input_size=size,
-                                   target_layer="" if ms is None else meta.get("target_layer", ""), steps=steps))
+                                   target_layer="" if ms is None else ms.meta.get("target_layer", ""), steps=steps))
     if not parts:
         return FaithfulnessReport(pd.DataFrame(columns=["model", "method", "metric", "value", "low", "high"]),
                                   pd.DataFrame(columns=["model", "method", "image_id", "patient_id"]))
