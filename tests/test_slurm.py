@@ -186,9 +186,28 @@ def test_preemption_signal_checkpoints_and_requeues_with_resume(tmp_path, nbdir,
 # provenance (the git commit may move between the two runs) and checkpoint hashes (a checkpoint also
 # stores each epoch's training time: its weights are compared instead).
 COMPARED = ["data/images.csv", "models/resnet18/predictions.csv", "models/mobilenet_v3/predictions.csv",
-            "models/resnet18/history.csv", "models/mobilenet_v3/history.csv", "localization/metrics.csv",
-            "localization/per_image.csv", "ensembles/predictions.csv"]
+            "models/resnet18/history.csv", "models/mobilenet_v3/history.csv"]
 VOLATILE = ("seconds", "per_s", "latency", "sha256", "provenance")
+SLURM_STAGES = ("01_", "02_")  # the tiny spec's stages run on Slurm: a job, then an array requeued mid-training
+
+
+def _tiny_spec_up_to_training(folder):
+    """papermill_runs/tiny.yaml cut after notebook 02, written into ``folder``.
+
+    What the Slurm executor adds is the same for every stage (a job per stage, an array per
+    ``foreach``, afterok chaining; covered stage by stage on toy notebooks above); what only a
+    real stage shows is a training job requeued mid-epoch and resumed from ``last.pt``. Later
+    stages would rerun notebooks 03-06 inside jobs at several minutes' cost and prove nothing more.
+    """
+    import yaml
+
+    from pneumoloc.environment import RUNS_DIR
+
+    spec = yaml.safe_load((RUNS_DIR / "tiny.yaml").read_text())
+    spec["notebooks"] = [nb for nb in spec["notebooks"] if nb["notebook"].startswith(SLURM_STAGES)]
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
 
 
 def _without_volatile(obj):
@@ -233,14 +252,13 @@ def _wait_for(path, proc, timeout):
 @pytest.mark.slow
 @pytest.mark.notebooks
 def test_tiny_spec_on_slurm_equals_inline_after_a_requeue_mid_training(tmp_path, slurm, tiny_run):
-    """``pneumoloc run papermill_runs/tiny.yaml --executor slurm``: resnet18's job is requeued
-    (``scontrol requeue``) once its first epoch is checkpointed; the run still ends with the
-    predictions and metrics of the inline run."""
-    from pneumoloc.environment import RUNS_DIR
-
+    """``pneumoloc run --executor slurm`` on the tiny spec up to training (01, 02 for two
+    backbones): resnet18's job is requeued (``scontrol requeue``) once its first epoch is
+    checkpointed; the run still ends with the split, predictions, metrics and weights of the
+    inline run."""
     inline_root, _ = tiny_run
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "pneumoloc.cli", "run", str(RUNS_DIR / "tiny.yaml"),
+    proc = subprocess.Popen([sys.executable, "-m", "pneumoloc.cli", "run", str(_tiny_spec_up_to_training(tmp_path)),
                              "--executor", "slurm", "--run-dir", str(run), "--figures-dir", str(tmp_path / "fig"),
                              "--set", f"data_root={inline_root / 'phantom'}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -256,7 +274,7 @@ def test_tiny_spec_on_slurm_equals_inline_after_a_requeue_mid_training(tmp_path,
             proc.kill()
     assert proc.returncode == 0, err
     m = json.loads((run / "manifest.json").read_text())
-    assert [r["status"] for r in m["stages"]] == ["ok"] * len(m["stages"]), m["stages"]
+    assert [r["status"] for r in m["stages"]] == ["ok"] * 3, m["stages"]
     requeued = next(r for r in m["stages"] if r["name"] == "02_train_backbone[resnet18]")
     assert requeued["job"]["id"] == rec["job"]["id"] and requeued["job"]["restarts"] >= 1
     assert requeued["parameters"]["resume"] is True  # the requeued job continued from last.pt
