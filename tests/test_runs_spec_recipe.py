@@ -50,10 +50,17 @@ def test_declarations_must_match_a_real_difference(tmp_path, nbdir, declared, ma
         runspec.load_spec(write_spec(tmp_path, body))
 
 
-def test_tracked_specs_other_than_the_demo_keep_one_recipe():
-    """Every tracked spec loads under the rule (the demo's 02 entry is tuned elsewhere)."""
+def test_tracked_specs_load_and_the_demo_trains_one_recipe():
+    """Every tracked spec loads under the rule, and the demo trains all seven backbones under one
+    recipe: its 02 entry overrides nothing and declares no difference."""
+    import yaml
+
     from pneumoloc.environment import RUNS_DIR
 
     for path in sorted(RUNS_DIR.glob("*.yaml")):
-        if path.stem != "demo":
-            runspec.load_spec(path)
+        runspec.load_spec(path)
+    demo = yaml.safe_load((RUNS_DIR / "demo.yaml").read_text())
+    train = [e for e in demo["notebooks"] if e["notebook"] == "02_train_backbone"]
+    assert len(train) == 1 and len(train[0]["foreach"]["backbone"]) == 7
+    assert not train[0].get("overrides") and not train[0].get("recipe_differences")
+    assert "compare_recipes" not in demo.get("parameters", {})
