@@ -89,17 +89,28 @@ class ManifestStore:
         return self.update(lambda manifest: manifest.update(fields))
 
 
+def _seconds(rec: dict[str, Any]) -> str:
+    """Wall seconds of a stage from its ISO ``started``/``ended`` stamps; "" when either is missing."""
+    from datetime import datetime
+
+    if not rec.get("started") or not rec.get("ended"):
+        return ""
+    span = datetime.fromisoformat(rec["ended"]) - datetime.fromisoformat(rec["started"])
+    return f"{span.total_seconds():.0f}"
+
+
 def describe(manifest: dict[str, Any]) -> str:
-    """A table of the run for ``pneumoloc status``: each stage's state, Slurm job, node, times and log
-    (papermill's output, relative to the run folder; submitit's own logs are in the manifest)."""
+    """A table of the run for ``pneumoloc status``: each stage's state, Slurm job, node, times, wall
+    seconds and log (papermill's output, relative to the run folder; submitit's own logs are in the
+    manifest). Stages skipped as up to date keep the times of the run that executed them."""
     head = (f"run {manifest.get('run')}  status {manifest.get('status')}  executor "
             f"{manifest.get('executor', 'inline')}  started {manifest.get('started')}  ended {manifest.get('ended')}")
-    rows = [("stage", "status", "job", "node", "started", "ended", "log")]
+    rows = [("stage", "status", "job", "node", "started", "ended", "seconds", "log")]
     for rec in manifest.get("stages", []):
         job = rec.get("job") or {}
         rows.append((rec.get("name", "?"), rec.get("status", "?"), str(job.get("id", "")),
-                     str(job.get("node", "")), str(rec.get("started", "")), str(rec.get("ended", "")),
-                     str(rec.get("log") or job.get("stdout", ""))))
+                     str(job.get("node", "")), str(rec.get("started") or ""), str(rec.get("ended") or ""),
+                     _seconds(rec), str(rec.get("log") or job.get("stdout", ""))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
     errors = [f"  {r['name']}: {r['error'].get('message')}" for r in manifest.get("stages", [])
