@@ -20,7 +20,7 @@ from .cams import explain
 from .explainable import Explainable, prepare_model
 
 __all__ = ["CascadeGroup", "cascade_groups", "reinitialize", "map_similarity", "cascading_randomization",
-           "sanity_subset", "run_sanity", "sanity_table", "sanity_summary", "plot_sanity"]
+           "sanity_subset", "run_sanity", "sanity_table", "sanity_summary"]
 
 
 @dataclass(frozen=True)
@@ -180,23 +180,3 @@ def sanity_summary(table: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     last = last.rename(columns={"spearman": "final_spearman", "ssim": "final_ssim", "step": "steps"})
     last["flagged"] = (last["final_spearman"] >= threshold) | (last["final_ssim"] >= threshold)
     return last.reset_index(drop=True)[["backbone", "method", "steps", "final_spearman", "final_ssim", "flagged"]]
-
-
-def plot_sanity(table: pd.DataFrame, threshold: float = 0.5):
-    """Similarity vs. randomization step, one panel per backbone and metric."""
-    import matplotlib.pyplot as plt
-
-    backbones = list(dict.fromkeys(table["backbone"]))
-    fig, axes = plt.subplots(2, len(backbones), figsize=(4 * len(backbones), 6), squeeze=False, sharey=True)
-    for j, bb in enumerate(backbones):
-        sub = table[table["backbone"] == bb]
-        for i, metric in enumerate(["spearman", "ssim"]):
-            ax = axes[i, j]
-            for method, g in sub.groupby("method", sort=False):
-                ax.plot(g["step"], g[metric], marker="o", label=method)
-            ax.axhline(threshold, color="grey", ls="--", lw=0.8)
-            ax.set(title=f"{bb}", xlabel="layers re-initialized (top down)", ylabel=metric, ylim=(-0.2, 1.05))
-    axes[0, -1].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Cascading randomization (Adebayo et al. 2018): similarity to the original maps")
-    fig.tight_layout()
-    return fig
