@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 
 from .gallery import CaseData, colorbar_mappable, draw_panel, load_case_data
+from .style import TWO_COLUMN_IN
 
 __all__ = ["ShortcutCases", "shortcut_cases", "shortcut_figure"]
 
 _COLORS = {"shortcut": "C3", "clean": "C0"}
+_PT = 7  # labels and titles; ticks and legends 6.5 pt (at least 6 pt printed)
 
 
 @dataclass
@@ -54,18 +56,18 @@ def shortcut_cases(study, maps: dict[str, Any], n_cases: int = 4, size: int = 12
 def _draw_cases(fig, grid, cases: ShortcutCases) -> None:
     from matplotlib.patches import Rectangle
 
-    titles = {"shortcut": "shortcut model, marked image", "clean": "clean model, same image unmarked"}
+    titles = {"shortcut": "shortcut model,\nmarked image", "clean": "clean model,\nsame image\nunmarked"}
     n = len(cases.labels)
     for r, variant in enumerate(("shortcut", "clean")):
         data = cases.data[variant]
         for c in range(n):
             ax = fig.add_subplot(grid[r, c])
             draw_panel(ax, data.images[c], cases.maps[variant][c], boxes=data.boxes[c], show_lung=False,
-                       title=f"{'pneumonia' if cases.labels[c] else 'normal'}" if r == 0 else "")
+                       title=f"{'pneumonia' if cases.labels[c] else 'normal'}" if r == 0 else "", fontsize=_PT)
             for x, y, w, h in cases.markers[c]:
                 ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="red", linewidth=1.2))
             if c == 0:
-                ax.set_ylabel(titles[variant], fontsize=8)
+                ax.set_ylabel(titles[variant], fontsize=_PT)
 
 
 def _bars(ax, summary: pd.DataFrame, quantities: list[tuple[str, str, str | None]], title: str) -> None:
@@ -82,10 +84,10 @@ def _bars(ax, summary: pd.DataFrame, quantities: list[tuple[str, str, str | None
             highs.append(0 if row is None else row["high"] - row["value"])
         x = np.arange(len(quantities)) + (k - 0.5) * width
         ax.bar(x, vals, width, yerr=[lows, highs], capsize=3, color=_COLORS[variant], label=f"{variant} model")
-    ax.set_xticks(np.arange(len(quantities)), [label for _, label, _ in quantities], fontsize=8)
+    ax.set_xticks(np.arange(len(quantities)), [label for _, label, _ in quantities], fontsize=6.5)
+    ax.tick_params(axis="y", labelsize=6.5)
     ax.axhline(0, color="k", linewidth=0.6)
-    ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=_PT)
 
 
 def shortcut_figure(cases: ShortcutCases, summary: pd.DataFrame, title: str = ""):
@@ -93,18 +95,23 @@ def shortcut_figure(cases: ShortcutCases, summary: pd.DataFrame, title: str = ""
     import matplotlib.pyplot as plt
 
     n = max(len(cases.labels), 2)
-    fig = plt.figure(figsize=(max(2.0 * n, 9.0), 7.4), layout="constrained")
-    grid = fig.add_gridspec(3, n, height_ratios=[1, 1, 1.1])
+    side = min((TWO_COLUMN_IN - 0.9) / n, 1.6)  # image panels; the colorbar and row labels take ~0.9 in
+    fig = plt.figure(figsize=(TWO_COLUMN_IN, 2 * side + 2.6), layout="constrained")
+    grid = fig.add_gridspec(3, n, height_ratios=[side, side, 2.1])
     _draw_cases(fig, grid, cases)
     half = max(n // 2, 1)
     _bars(fig.add_subplot(grid[2, :half]), summary,
           [("energy_on_marker", "energy\non marker", "own"), ("energy_on_lesions", "energy\non lesions", "own"),
            ("pointing_on_marker", "peak\non marker", "own"), ("pointing_on_lesions", "peak\non lesions", "own")],
-          "where the map looks (test, 95% CI)")
+          "where the map looks\n(test, 95% CI)")
     _bars(fig.add_subplot(grid[2, half:]), summary,
           [("val_roc_auc", "val\nROC-AUC", None), ("test_roc_auc", "test\nROC-AUC", None),
            ("marker_reliance", "marker\nreliance", "both")],
-          "what the model does (reliance: P with - without marker)")
-    fig.colorbar(colorbar_mappable(), ax=fig.axes[:2 * len(cases.labels)], shrink=0.8, label="map value")
-    fig.suptitle(title or "Does the map reveal the shortcut? (red: marker box, green: lesion boxes)", fontsize=10)
+          "what the model does\n(reliance: P with - without marker)")
+    fig.legend(*fig.axes[-1].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=6.5,
+               frameon=False)  # one legend for both bar panels
+    cbar = fig.colorbar(colorbar_mappable(), ax=fig.axes[:2 * len(cases.labels)], shrink=0.8)
+    cbar.set_label("map value", fontsize=_PT)
+    cbar.ax.tick_params(labelsize=6.5)
+    fig.suptitle((title or "Does the map reveal the shortcut?") + "\nred: marker box, green: lesion boxes", fontsize=8)
     return fig
