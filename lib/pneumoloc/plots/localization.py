@@ -136,16 +136,43 @@ def localization_vs_auc(metrics: pd.DataFrame, aucs: pd.Series, metric: str = "e
                     fmt=variant_marker(method, methods), ms=3,
                     color=method_color(method), capsize=2, lw=0.8, label=method_label(method))
 
-    for model, g in d.groupby("model"):  # one name per model, above its highest whisker
-        ax.annotate(model_label(model), (g["auc"].iloc[0], g["high"].max()), fontsize=6, ha="center",
-                    xytext=(0, 3), textcoords="offset points")
     ax.margins(y=0.12)  # room for the model names above the whiskers
+    names = [ax.annotate(model_label(model), (g["auc"].iloc[0], g["high"].max()), fontsize=6, ha="center",
+                         xytext=(0, 3), textcoords="offset points") for model, g in d.groupby("model")]
     ax.set_xlabel("classifier ROC-AUC (test)", fontsize=8)
     ax.set_ylabel(f"{metric_label(metric)} (mean, 95% CI)", fontsize=8)
     ax.tick_params(labelsize=7)
     if len(d):
         fig.legend(loc="outside lower center", ncols=2, fontsize=6, frameon=False)
+    _separate_names(fig, ax, names)
     return fig
+
+
+def _separate_names(fig, ax, names: list, step_pt: float = 7.0, rounds: int = 4) -> None:
+    """Move point labels so none covers another or leaves the axes: a label reaching past the
+    left or right edge is aligned to its anchor from inside, one that covers an earlier label
+    (left to right) moves up by ``step_pt`` until it is free, and the y range grows until every
+    label is inside. Models with nearly equal ROC-AUC otherwise print their names on one spot."""
+    for t in names:
+        t.set_in_layout(False)  # the layout is fixed first; the y range makes room instead
+    for _ in range(rounds):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        frame = ax.get_window_extent(renderer)
+        placed = []
+        for t in sorted(names, key=lambda t: t.xy[0]):
+            t.xyann = (0, 3)
+            t.set_horizontalalignment("center")
+            box = t.get_window_extent(renderer)
+            t.set_horizontalalignment("left" if box.x0 < frame.x0 else "right" if box.x1 > frame.x1 else "center")
+            while any(t.get_window_extent(renderer).overlaps(p) for p in placed):
+                t.xyann = (0, t.xyann[1] + step_pt)
+            placed.append(t.get_window_extent(renderer))
+        top = max((b.y1 for b in placed), default=frame.y1)
+        if top <= frame.y1:
+            return
+        lo, hi = ax.get_ylim()  # grow the range by the overshoot, as a share of the axes height
+        ax.set_ylim(lo, hi + (hi - lo) * (top - frame.y1 + 2) / frame.height)
 
 
 def _shown_failures(rows: pd.DataFrame, max_panels: int) -> np.ndarray:
