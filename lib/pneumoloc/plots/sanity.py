@@ -27,7 +27,6 @@ def _draw_panel(ax, sub: pd.DataFrame, metric: str, methods: list[str], threshol
         ax.plot(g["step"], g[metric], marker=variant_marker(method, methods), ms=2.5, lw=0.9,
                 color=method_color(method))
     ax.axhline(threshold, color="0.4", ls="--", lw=0.7)
-    ax.set_ylim(min(-0.3, float(sub[metric].min()) - 0.05), 1.05)  # negative correlations stay visible
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.tick_params(labelsize=6.5, length=2, pad=1.5)
     ax.grid(lw=0.3, alpha=0.5)
@@ -77,6 +76,8 @@ def plot_sanity(table: pd.DataFrame, threshold: float = 0.5):
         axes[r + 1, c].set_axis_off()
     for r in range(2 * groups):
         axes[r, 0].set_ylabel(list(_METRICS.values())[r % 2], fontsize=7)
+    low = float(table[list(_METRICS)].min().min())
+    axes[0, 0].set_ylim(min(-0.3, low - 0.05), 1.05)  # shared by every panel; negative correlations stay visible
     fig.suptitle("Cascading randomization (Adebayo et al. 2018): similarity to the original maps\n"
                  "as blocks are re-initialized from the head down, cumulatively", fontsize=8)
     _legend(fig, methods, threshold)
