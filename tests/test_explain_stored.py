@@ -104,6 +104,22 @@ def test_up_to_date_maps_are_not_recomputed_and_changes_are(run, monkeypatch):
     assert calls
 
 
+def test_reusing_up_to_date_maps_does_not_load_the_model_again(run, monkeypatch):
+    """Notebook 03's gallery stage asks for every stored method of every model: once the model's
+    facts are known in the process, an up-to-date file is returned without loading the checkpoint."""
+    import pneumoloc.models.checkpoints as checkpoints
+
+    M.compute_maps(run, "resnet18", "gradcam", map_size=16, progress=False)
+    M.compute_maps(run, "resnet18", "gradcam++", map_size=16, progress=False)
+    loads = []
+    real = checkpoints.load_model
+    monkeypatch.setattr(checkpoints, "load_model", lambda *a, **k: loads.append(1) or real(*a, **k))
+    again = M.compute_maps(run, "resnet18", "gradcam++", map_size=16, progress=False)
+    assert loads == [] and again["gradcam++"].map_size == 16
+    M.compute_maps(run, "resnet18", "gradcam++", map_size=8, progress=False)  # recomputed: loads the model
+    assert loads == [1]
+
+
 def test_findings_store_one_file_per_finding(tmp_path):
     run = make_run(tmp_path, n=4, findings=("Effusion", "Pneumonia"))
     out = M.compute_maps(run, "resnet18", "gradcam", map_size=8, target="findings", progress=False)

@@ -191,6 +191,9 @@ def resize_maps(maps, size: int):
 
 
 _DIGESTS: dict[tuple, str] = {}
+# (checkpoint SHA-256, input size, target layer, activation) -> (input size, outputs, resolved target layer,
+# output names): enough to tell whether stored maps are up to date without loading the model again
+_MODEL_FACTS: dict[tuple, tuple[int, int, str, list[str]]] = {}
 
 
 def checkpoint_sha256(path: Path) -> str:
@@ -354,19 +357,26 @@ def compute_maps(run: RunPaths, model_name: str, method: str, *, split: str | Se
         raise ValueError(f"split={split!r} has no images in {run.images_table}")
     clean_stale_temps(run.maps / safe_name(model_name))  # temp files of a killed run
     dev = pick_device(device)
-    model = load_model(ckpt, device=str(dev))
-    size = input_size or model_input_size(model)
-    ex = prepare_model(model, target_layer=target_layer, device=dev, activation=activation)
-    with torch.no_grad():
-        k = model(to_input(np.zeros((1, size, size), np.uint8)).to(dev)).shape[1]
-    outputs = list(getattr(model, "config", {}).get("output_names") or tables.findings)
-    names = _stored_names(store_as or method, target, outputs, k)
     ids = images["image_id"].astype(str).to_numpy()
     sha = checkpoint_sha256(ckpt)
+    facts_key = (sha, input_size, target_layer, activation)
+    model = None
+    if facts_key not in _MODEL_FACTS:  # what the stored maps' check needs from the model, read once per process
+        model = load_model(ckpt, device=str(dev))
+        size = input_size or model_input_size(model)
+        ex = prepare_model(model, target_layer=target_layer, device=dev, activation=activation)
+        with torch.no_grad():
+            k = model(to_input(np.zeros((1, size, size), np.uint8)).to(dev)).shape[1]
+        _MODEL_FACTS[facts_key] = (size, k, ex.layer_name, list(getattr(model, "config", {}).get("output_names") or []))
+    size, k, layer_name, output_names = _MODEL_FACTS[facts_key]
+    names = _stored_names(store_as or method, target, output_names or list(tables.findings), k)
     params = map_parameters(method, split="+".join(splits), map_size=map_size, input_size=size, target=target,
-                            target_layer=ex.layer_name, activation=activation)
+                            target_layer=layer_name, activation=activation)
     if not force and _up_to_date(run, model_name, names, sha, params, ids):
         return {n: load_maps(run, model_name, n) for n in names}
+    if model is None:
+        model = load_model(ckpt, device=str(dev))
+        ex = prepare_model(model, target_layer=target_layer, device=dev, activation=activation)
     pixels = cached_images(images, size, progress=progress)
     out = np.zeros((len(ids), len(names), map_size, map_size), np.float16)
     for start in tqdm(range(0, len(ids), batch_size), desc=f"{model_name} {method}", disable=not progress):
