@@ -89,6 +89,19 @@ def test_efficiency_frontier_is_one_column_without_label_overlaps():
     _assert_readable(fig, COLUMN_IN)
 
 
+def test_efficiency_frontier_log_axes_label_decades_only_on_a_narrow_span():
+    """The demo's members span under two decades of parameters (2.2M-57M), where matplotlib would
+    label the log axis's minor ticks (2x10^6, 3x10^6, ...) on top of each other."""
+    from pneumoloc.plots.ensembles import plot_frontier
+
+    t = _frontier()
+    t.loc[t.system.str.startswith("ens_"), ["params", "latency_ms"]] = [57.5e6, 167.2]
+    t.loc[t.system == "vit_b_16", ["params", "latency_ms"]] = [5.4e6, 11.5]
+    fig = plot_frontier(t, ["params", "latency_ms"], ["roc_auc", "hit", "auprc", "lar"], label="system",
+                        highlight=["mobilenet_v2", "mobilenet_v3"], note="latency on cpu, 1 torch thread")
+    _assert_readable(fig, COLUMN_IN)
+
+
 def _ci(v):
     return f"{v:.3f} [{v - 0.03:.3f}, {v + 0.02:.3f}]"
 

@@ -146,6 +146,7 @@ def plot_frontier(table: pd.DataFrame, costs: Sequence[str], scores: Sequence[st
     every score; ``note`` is a second title line (e.g. where latency was measured).
     """
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullFormatter
 
     from ..ensembles.efficiency import pareto_front
 
@@ -166,6 +167,8 @@ def plot_frontier(table: pd.DataFrame, costs: Sequence[str], scores: Sequence[st
                 if name in highlight:
                     ax.scatter(x, v, marker="o", s=70, facecolors="none", edgecolors="0.45", linewidths=0.7, zorder=2)
             ax.set_xscale("log")
+            # decades only: on a span under two decades matplotlib labels 2x, 3x, ... minor ticks into each other
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.grid(lw=0.3, alpha=0.5)
             if i == len(scores) - 1:
                 ax.set_xlabel(_AXIS_NAMES.get(c, c))
