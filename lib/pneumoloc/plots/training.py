@@ -50,7 +50,8 @@ def learning_curves(history: pd.DataFrame, title: str = "") -> "object":
     lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     lr.yaxis.get_offset_text().set_fontsize(7)
     handles = ax2.get_legend_handles_labels()[0] + lr.get_legend_handles_labels()[0]
-    ax2.legend(handles=handles, frameon=False, loc="best", fontsize=7)
+    # below the panels: inside, no spot is free of both the ROC-AUC curve and the twin axis' learning rate
+    fig.legend(handles=handles, frameon=False, loc="outside lower center", ncols=3, fontsize=7)
     for ax in (ax1, ax2, lr):
         ax.tick_params(labelsize=7)
     fig.suptitle(model_label(title), fontsize=9)
