@@ -231,3 +231,19 @@ def test_lar_distribution_of_35_systems_is_one_column():
             for m in SEVEN for k in ["gradcam", "gradcam++", "hirescam", "gradient", "guided_gradcam"]
             for v in RNG.uniform(0, 1, 30)]
     _assert_readable(lar_distribution(pd.DataFrame(rows)), COLUMN_IN)
+
+
+def test_member_matrices_follow_the_one_model_order():
+    from pneumoloc.plots.ensembles import plot_matrix
+    from pneumoloc.plots.style import model_label, model_order
+
+    names = sorted(SEVEN)  # e.g. a correlation computed over alphabetically sorted members
+    values = RNG.uniform(-1, 1, (7, 7))
+    fig = plot_matrix(pd.DataFrame(values, index=names, columns=names), "error correlation (test)")
+    ax = fig.axes[0]
+    shown = [t.get_text() for t in ax.get_yticklabels()]
+    assert shown == [model_label(m) for m in model_order(names)] != [model_label(m) for m in names]
+    i, j = model_order(names)[0], model_order(names)[1]
+    cell = ax.images[0].get_array()[0, 1]
+    assert cell == values[names.index(i), names.index(j)]  # the values moved with their labels
+

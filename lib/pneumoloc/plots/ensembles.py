@@ -83,10 +83,13 @@ def plot_differences(table: pd.DataFrame, metric: str = "roc_auc", reference: st
 
 def plot_matrix(mat: pd.DataFrame, title: str, vmin: float = -1.0, vmax: float = 1.0,
                 cmap: str = "RdBu_r", fmt: str = ".2f", ax=None):
-    """Annotated heatmap of a square member x member matrix, one column wide; values in white on
-    dark cells."""
+    """Annotated heatmap of a square member x member matrix, one column wide, members in the one
+    model order of :func:`~pneumoloc.plots.style.model_order`; values in white on dark cells."""
     plt = _plt()
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(COLUMN_IN, 3.1), layout="constrained")
+    if set(mat.index) == set(mat.columns):
+        order = model_order(mat.index)
+        mat = mat.loc[order, order]
     values = mat.to_numpy(float)
     im = ax.imshow(values, vmin=vmin, vmax=vmax, cmap=cmap)
     ax.set_xticks(range(len(mat.columns)), [model_label(c) for c in mat.columns], rotation=90)
