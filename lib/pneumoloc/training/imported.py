@@ -29,11 +29,12 @@ from ..storage import save_json, sha256_of
 from .batches import TrainData, predictions_table, prepare_data
 from .config import TrainConfig
 from .loop import TrainResult
+from .recipe import PUBLISHED
 
 __all__ = ["IMPORTED_RECIPE", "IMPORTED_STOP", "ImportedModel", "load_published", "install_checkpoint",
            "imported_origin", "imported_result", "import_into_run"]
 
-IMPORTED_RECIPE = "published checkpoint"  # config.json "recipe" of an imported model
+IMPORTED_RECIPE = PUBLISHED  # config.json "recipe" of an imported model (one string, in training.recipe)
 IMPORTED_STOP = "imported"  # TrainResult.stopped of a model that was not trained here
 
 

@@ -41,7 +41,7 @@ RECIPE_KEYS = ("task", "image_size", "epochs", "max_train_images", "batch_size",
                "weight_decay", "scheduler", "warmup_epochs", "plateau_factor", "plateau_patience", "loss",
                "focal_gamma", "focal_alpha", "sampler", "patience", "augment", "pretrained", "weights", "head",
                "head_options")
-PUBLISHED = "published checkpoint"  # the recipe of an imported model (training.imported.IMPORTED_RECIPE)
+PUBLISHED = "published checkpoint"  # the recipe of an imported model (training.imported stores it)
 NOT_RECORDED = "recipe not recorded"  # a model folder without config.json or its train dict
 UNDERTRAINED_BELOW = 0.80  # validation ROC-AUC below which a model is marked undertrained
 
