@@ -27,8 +27,8 @@ from pneumoloc.training.config import TrainConfig
 from pneumoloc.training.distributed import train_on_devices
 
 # The demo's recipe (papermill_runs/demo.yaml, the 02 entry).
-BASE = {"image_size": 96, "epochs": 8, "batch_size": 16, "max_train_images": 0, "lr": 0.003, "optimizer": "adamw",
-        "scheduler": "cosine", "loss": "bce", "sampler": "none", "augment": False, "patience": 8}
+BASE = {"image_size": 96, "epochs": 7, "batch_size": 16, "max_train_images": 0, "lr": 0.003, "optimizer": "adamw",
+        "scheduler": "cosine", "loss": "bce", "sampler": "none", "augment": False, "patience": 7}
 
 
 def _settings(items: str) -> dict:
