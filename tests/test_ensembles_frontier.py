@@ -64,7 +64,7 @@ def test_efficiency_figure_states_device_and_threads_and_has_a_lar_row():
     fig = plot_efficiency_frontier(frontier, highlight=["cheap"])
     title = fig._suptitle.get_text()
     assert "cpu" in title and "1 torch thread" in title and "Test CPU 3000" in title
-    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["roc_auc", "hit", "lar"]
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["ROC-AUC", "hit rate", "LAR"]
     with pytest.raises(ValueError, match="device"):
         plot_efficiency_frontier(frontier.drop(columns=["device", "threads", "hardware"]))
 
