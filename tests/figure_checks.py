@@ -16,7 +16,7 @@ from matplotlib.text import Text
 
 from pneumoloc.plots.style import MAX_HEIGHT_IN, MIN_FONT_PT
 
-__all__ = ["paper_problems", "text_boxes"]
+__all__ = ["paper_problems", "text_boxes", "assert_readable"]
 
 
 def _undrawn_tick_labels(fig) -> set[int]:
@@ -56,3 +56,9 @@ def paper_problems(fig, width_in: float, height_in: float = MAX_HEIGHT_IN, min_p
     if overlaps:
         problems.append(f"{len(overlaps)} text overlaps, e.g. {overlaps[:4]}")
     return problems
+
+
+def assert_readable(fig, width_in: float, height_in: float = MAX_HEIGHT_IN) -> None:
+    """Fail with every :func:`paper_problems` of ``fig`` at ``width_in`` x ``height_in`` inches."""
+    problems = paper_problems(fig, width_in, height_in)
+    assert not problems, problems

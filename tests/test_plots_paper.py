@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from figure_checks import paper_problems
+from figure_checks import assert_readable
 from pneumoloc.plots.style import COLUMN_IN, TWO_COLUMN_IN
 
 SEVEN = ["resnet18", "resnet50", "densenet121", "efficientnet_b0", "mobilenet_v2", "mobilenet_v3", "vit_b_16"]
@@ -25,11 +25,6 @@ RNG = np.random.default_rng(0)
 def _close():
     yield
     plt.close("all")
-
-
-def _assert_readable(fig, width_in, height_in=9.0):
-    problems = paper_problems(fig, width_in, height_in)
-    assert not problems, problems
 
 
 # --- notebook 02 -----------------------------------------------------------------------------
@@ -46,7 +41,7 @@ def test_learning_curves_are_one_column():
     hist = pd.DataFrame({"epoch": np.arange(1, 16), "train_loss": np.linspace(0.7, 0.1, 15),
                          "val_loss": np.linspace(0.7, 0.3, 15), "val_roc_auc": np.linspace(0.6, 0.97, 15),
                          "lr": np.r_[np.linspace(1e-4, 3e-3, 3), np.linspace(3e-3, 1e-5, 12)]})
-    _assert_readable(learning_curves(hist, title="efficientnet_b0"), COLUMN_IN)
+    assert_readable(learning_curves(hist, title="efficientnet_b0"), COLUMN_IN)
 
 
 @pytest.mark.parametrize("kind", ["roc", "pr"])
@@ -54,7 +49,7 @@ def test_roc_and_pr_curves_are_one_column(kind):
     from pneumoloc.plots.training import pr_figure, roc_figure
 
     draw = roc_figure if kind == "roc" else pr_figure
-    _assert_readable(draw({"val": _predictions(), "test": _predictions()}, n_boot=20,
+    assert_readable(draw({"val": _predictions(), "test": _predictions()}, n_boot=20,
                           title="efficientnet_b0 " + kind), COLUMN_IN)
 
 
@@ -62,7 +57,7 @@ def test_confusion_matrix_is_one_column():
     from pneumoloc.plots.training import confusion_figure
 
     d = _predictions()
-    _assert_readable(confusion_figure(d.label, d.prob, 0.512, title="efficientnet_b0 test, specificity (t=0.512)"),
+    assert_readable(confusion_figure(d.label, d.prob, 0.512, title="efficientnet_b0 test, specificity (t=0.512)"),
                      COLUMN_IN)
 
 
@@ -86,7 +81,7 @@ def test_efficiency_frontier_is_one_column_without_label_overlaps():
     fig = plot_frontier(_frontier(), ["params", "latency_ms"], ["roc_auc", "hit", "auprc", "lar"], label="system",
                         highlight=["mobilenet_v2", "mobilenet_v3"],
                         note="latency on cpu (Intel(R) Xeon(R) Processor), 1 torch thread (batch-1 median forward pass)")
-    _assert_readable(fig, COLUMN_IN)
+    assert_readable(fig, COLUMN_IN)
 
 
 def test_efficiency_frontier_log_axes_label_decades_only_on_a_narrow_span():
@@ -99,7 +94,7 @@ def test_efficiency_frontier_log_axes_label_decades_only_on_a_narrow_span():
     t.loc[t.system == "vit_b_16", ["params", "latency_ms"]] = [5.4e6, 11.5]
     fig = plot_frontier(t, ["params", "latency_ms"], ["roc_auc", "hit", "auprc", "lar"], label="system",
                         highlight=["mobilenet_v2", "mobilenet_v3"], note="latency on cpu, 1 torch thread")
-    _assert_readable(fig, COLUMN_IN)
+    assert_readable(fig, COLUMN_IN)
 
 
 def _ci(v):
@@ -125,7 +120,7 @@ def test_summary_table_is_one_column():
 
     fig = plot_summary_table(_summary_pretty(), "demo: ensembles vs members (test); latency on cpu "
                                                  "(Intel(R) Xeon(R) Processor), 1 torch thread")
-    _assert_readable(fig, COLUMN_IN)
+    assert_readable(fig, COLUMN_IN)
 
 
 def test_localization_of_twelve_systems_in_six_metrics_is_one_column():
@@ -134,7 +129,7 @@ def test_localization_of_twelve_systems_in_six_metrics_is_one_column():
     rows = [{"system": s, "metric": m, "n": 117, "value": v, "low": v - 0.05, "high": v + 0.05}
             for m in ["hit", "energy", "auprc", "lung_energy", "lar", "iou@otsu"] for s in SYSTEMS
             for v in [RNG.uniform(0.05, 0.4)]]
-    _assert_readable(plot_localization(pd.DataFrame(rows), "resnet18"), COLUMN_IN)
+    assert_readable(plot_localization(pd.DataFrame(rows), "resnet18"), COLUMN_IN)
 
 
 def test_forest_plot_of_twelve_systems_is_one_column():
@@ -143,14 +138,14 @@ def test_forest_plot_of_twelve_systems_is_one_column():
     d = RNG.uniform(-0.4, 0.01, len(SYSTEMS))
     cls = pd.DataFrame({"system": SYSTEMS, "d_roc_auc": d, "d_roc_auc_low": d - 0.05, "d_roc_auc_high": d + 0.04,
                         "delong_p": RNG.uniform(0, 1, len(SYSTEMS))})
-    _assert_readable(plot_differences(cls, "roc_auc", "resnet18"), COLUMN_IN)
+    assert_readable(plot_differences(cls, "roc_auc", "resnet18"), COLUMN_IN)
 
 
 def test_member_matrix_is_one_column():
     from pneumoloc.plots.ensembles import plot_matrix
 
     mat = pd.DataFrame(RNG.uniform(-1, 1, (7, 7)), index=SEVEN, columns=SEVEN)
-    _assert_readable(plot_matrix(mat, "map agreement: mean per-image Spearman (gradcam)"), COLUMN_IN)
+    assert_readable(plot_matrix(mat, "map agreement: mean per-image Spearman (gradcam)"), COLUMN_IN)
 
 
 def test_reliability_of_twelve_systems_is_one_column():
@@ -159,7 +154,7 @@ def test_reliability_of_twelve_systems_is_one_column():
 
     d = _predictions(200)
     tables = {s: reliability_table(d.label.to_numpy(), d.prob.to_numpy(), 10) for s in SYSTEMS}
-    _assert_readable(plot_reliability(tables, {s: 0.287 for s in SYSTEMS}), COLUMN_IN)
+    assert_readable(plot_reliability(tables, {s: 0.287 for s in SYSTEMS}), COLUMN_IN)
 
 
 def test_map_cases_of_seven_members_are_at_most_two_columns():
@@ -169,7 +164,7 @@ def test_map_cases_of_seven_members_are_at_most_two_columns():
     titles = [f"PH00{k}55_3\nlabel 1\nagreement 0.{k}2" for k in range(4)]
     fig = plot_map_cases(maps, SEVEN, maps.mean(0), maps.std(0), titles, images=RNG.random((4, 64, 64)),
                          boxes=[np.array([[2, 2, 5, 5]])] * 4)
-    _assert_readable(fig, TWO_COLUMN_IN)
+    assert_readable(fig, TWO_COLUMN_IN)
 
 
 # --- notebook 03 and 04's image grids ---------------------------------------------------------
@@ -207,7 +202,7 @@ def test_gallery_of_seven_columns_and_eight_cases_is_at_most_two_columns_and_nin
     probs = {c: dict(zip(cases.image_id, cases.prob)) for c in columns}
     fig = gallery_figure(cases, {c: _Maps() for c in columns}, data, probs=probs, contour=0.5,
                          title="resnet18: test cases by outcome (columns: methods)")
-    _assert_readable(fig, TWO_COLUMN_IN)
+    assert_readable(fig, TWO_COLUMN_IN)
 
 
 def test_worst_cases_of_35_systems_are_at_most_two_columns_and_say_how_many_are_shown():
@@ -220,7 +215,7 @@ def test_worst_cases_of_35_systems_are_at_most_two_columns_and_say_how_many_are_
     masks = np.zeros((n, 16, 16), bool)
     masks[:, 4:9, 4:9] = True
     fig = failure_gallery(rows, RNG.random((n, 48, 48)), RNG.random((n, 16, 16)), masks, masks, metric="energy")
-    _assert_readable(fig, TWO_COLUMN_IN)
+    assert_readable(fig, TWO_COLUMN_IN)
     assert f"of {n}" in fig._suptitle.get_text()
 
 
@@ -230,7 +225,7 @@ def test_lar_distribution_of_35_systems_is_one_column():
     rows = [{"model": m, "method": k, "variant": "maps", "metric": "lar", "value": v}
             for m in SEVEN for k in ["gradcam", "gradcam++", "hirescam", "gradient", "guided_gradcam"]
             for v in RNG.uniform(0, 1, 30)]
-    _assert_readable(lar_distribution(pd.DataFrame(rows)), COLUMN_IN)
+    assert_readable(lar_distribution(pd.DataFrame(rows)), COLUMN_IN)
 
 
 def test_member_matrices_follow_the_one_model_order():

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from figure_checks import paper_problems, text_boxes
+from figure_checks import assert_readable, text_boxes
 from pneumoloc.plots.style import COLUMN_IN, TWO_COLUMN_IN, method_label, model_label
 
 SEVEN = ["resnet18", "resnet50", "densenet121", "efficientnet_b0", "mobilenet_v2", "mobilenet_v3", "vit_ti_16"]
@@ -25,11 +25,6 @@ RNG = np.random.default_rng(0)
 def _close():
     yield
     plt.close("all")
-
-
-def _assert_readable(fig, width_in, height_in=9.0):
-    problems = paper_problems(fig, width_in, height_in)
-    assert not problems, problems
 
 
 def _texts(fig) -> list[str]:
@@ -54,7 +49,7 @@ def test_randomization_panels_are_at_most_two_columns_with_one_legend(backbones)
     table = _sanity_table(backbones)
     table.loc[len(table) // 2, "spearman"] = -0.9  # a reversed map stays inside every (shared) y range
     fig = plot_sanity(table, threshold=0.5)
-    _assert_readable(fig, TWO_COLUMN_IN)
+    assert_readable(fig, TWO_COLUMN_IN)
     assert all(ax.get_ylim()[0] <= -0.9 for ax in fig.axes if ax.get_visible() and ax.axison)
     texts = _texts(fig)
     for m in FIVE:  # one legend entry per method, as the literature names it
@@ -91,26 +86,26 @@ def audit_tables(tmp_path):
 def test_split_counts_are_one_column(audit_tables):
     from pneumoloc.plots.audit import plot_split_counts
 
-    _assert_readable(plot_split_counts(audit_tables[0]), COLUMN_IN)
+    assert_readable(plot_split_counts(audit_tables[0]), COLUMN_IN)
 
 
 def test_images_per_patient_and_leakage_are_one_column(audit_tables):
     from pneumoloc.plots.audit import plot_images_per_patient, plot_leakage
 
-    _assert_readable(plot_images_per_patient(audit_tables[0]), COLUMN_IN)
-    _assert_readable(plot_leakage({"image-level random split": 0.412, "patient-wise split": 0.0}), COLUMN_IN)
+    assert_readable(plot_images_per_patient(audit_tables[0]), COLUMN_IN)
+    assert_readable(plot_leakage({"image-level random split": 0.412, "patient-wise split": 0.0}), COLUMN_IN)
 
 
 def test_box_statistics_are_one_column(audit_tables):
     from pneumoloc.plots.audit import plot_box_statistics
 
-    _assert_readable(plot_box_statistics(*audit_tables), COLUMN_IN)
+    assert_readable(plot_box_statistics(*audit_tables), COLUMN_IN)
 
 
 def test_sample_grid_is_at_most_two_columns(audit_tables):
     from pneumoloc.plots.audit import plot_sample_grid
 
-    _assert_readable(plot_sample_grid(*audit_tables, n=8), TWO_COLUMN_IN)
+    assert_readable(plot_sample_grid(*audit_tables, n=8), TWO_COLUMN_IN)
 
 
 def test_nih_leakage_is_one_column():
@@ -119,7 +114,7 @@ def test_nih_leakage_is_one_column():
     audit = pd.DataFrame({"leaked_images": [2311, 4730, 0, 0]},
                          index=pd.MultiIndex.from_product([["image-level", "patient-wise"], ["val", "test"]],
                                                           names=["scheme", "split"]))
-    _assert_readable(plot_nih_leakage(audit), COLUMN_IN)
+    assert_readable(plot_nih_leakage(audit), COLUMN_IN)
 
 
 def test_rsna_boxes_are_one_column():
@@ -130,7 +125,7 @@ def test_rsna_boxes_are_one_column():
     boxes = pd.DataFrame({"w": w, "h": h, "cx": RNG.uniform(100, 900, n), "cy": RNG.uniform(150, 850, n)})
     stats = {"boxes": boxes, "n_boxes": 9555, "n_positive_images": 6012, "n_images": 26684,
              "boxes_per_positive_image": pd.Series([2614, 3266, 119, 13], index=[1, 2, 3, 4])}
-    _assert_readable(plot_rsna_boxes(stats), COLUMN_IN)
+    assert_readable(plot_rsna_boxes(stats), COLUMN_IN)
 
 
 # --- notebook 06: the shortcut figure ----------------------------------------------------------
@@ -164,7 +159,7 @@ def test_shortcut_figure_is_at_most_two_columns(n):
 
     fig = shortcut_figure(_shortcut_cases(n), _shortcut_summary(),
                           title="demo: does the resnet18 / gradcam@layer3 map reveal the shortcut?")
-    _assert_readable(fig, TWO_COLUMN_IN)
+    assert_readable(fig, TWO_COLUMN_IN)
 
 
 # --- notebook 04's small figures ---------------------------------------------------------------
@@ -182,14 +177,14 @@ def _metrics(models, methods, names) -> pd.DataFrame:
 def test_lar_bars_of_seven_backbones_and_five_methods_are_one_column():
     from pneumoloc.plots.localization import metric_bars
 
-    _assert_readable(metric_bars(_metrics(SEVEN, FIVE, ["lar"]), ["lar"], ncols=1), COLUMN_IN)
+    assert_readable(metric_bars(_metrics(SEVEN, FIVE, ["lar"]), ["lar"], ncols=1), COLUMN_IN)
 
 
 def test_cam_depth_is_one_column():
     from pneumoloc.plots.localization import metric_bars
 
     m = _metrics(["resnet18"], ["gradcam", "gradcam@layer3", "gradcam@layer3+4"], ["hit", "energy", "auprc", "lar"])
-    _assert_readable(metric_bars(m, ["hit", "energy", "auprc", "lar"]), COLUMN_IN)
+    assert_readable(metric_bars(m, ["hit", "energy", "auprc", "lar"]), COLUMN_IN)
 
 
 @pytest.mark.parametrize("metric", ["hit", "energy"])
@@ -198,7 +193,7 @@ def test_localization_vs_auc_names_close_models_without_overlap(metric):
 
     aucs = pd.Series(dict(zip(SEVEN, [0.971, 0.676, 0.895, 0.557, 0.561, 0.563, 0.578])))  # four within 0.02
     fig = localization_vs_auc(_metrics(SEVEN, FIVE, [metric]), aucs, metric)
-    _assert_readable(fig, COLUMN_IN)
+    assert_readable(fig, COLUMN_IN)
     texts = _texts(fig)
     for b in SEVEN:
         assert texts.count(model_label(b)) == 1, b
